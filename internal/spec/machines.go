@@ -1,7 +1,9 @@
 package spec
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"net"
 	"net/netip"
 )
 
@@ -56,6 +58,18 @@ type NIC struct {
 	Prefix  netip.Prefix // the network's CIDR
 	Gateway netip.Addr   // the network's gateway
 	VLAN    int
+	// MAC is a stable, locally administered address derived from the lab,
+	// machine and interface index, so that Talos device selectors, Proxmox
+	// NICs and local veths agree without storing state.
+	MAC net.HardwareAddr
+}
+
+// StableMAC derives a locally administered unicast MAC from the lab name,
+// machine name and interface index.
+func StableMAC(lab, machine string, index int) net.HardwareAddr {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", lab, machine, index))
+	mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+	return mac
 }
 
 // NIC returns the machine's interface on the network with the given role.
@@ -101,10 +115,11 @@ func (l *Lab) NetworkByName(name string) (*Network, bool) {
 func (l *Lab) Machines() []Machine {
 	var ms []Machine
 	single := func(role MachineRole, kind GuestKind, path string, g Guest, nets []string) {
+		name := l.Name + "-" + string(role)
 		ms = append(ms, Machine{
-			Name: l.Name + "-" + string(role), Role: role, Kind: kind, VMID: g.VMID,
+			Name: name, Role: role, Kind: kind, VMID: g.VMID,
 			Cores: g.Cores, Memory: g.Memory, Disk: g.Disk, Path: path,
-			NICs: l.nics(nets, func(net string) (netip.Addr, bool) { a, ok := g.Addresses[net]; return a, ok }),
+			NICs: l.nics(name, nets, func(net string) (netip.Addr, bool) { a, ok := g.Addresses[net]; return a, ok }),
 		})
 	}
 	single(MachineVPN, KindLXC, "vpn", l.VPN.Guest, l.guestNetworks(l.VPN.Guest, RoleWAN, RoleAdmin))
@@ -116,10 +131,11 @@ func (l *Lab) Machines() []Machine {
 			if p.VMIDStart > 0 {
 				vmid = p.VMIDStart + i
 			}
+			name := fmt.Sprintf("%s-%s-%d", l.Name, short, i+1)
 			ms = append(ms, Machine{
-				Name: fmt.Sprintf("%s-%s-%d", l.Name, short, i+1), Role: role, Kind: KindVM, VMID: vmid,
+				Name: name, Role: role, Kind: KindVM, VMID: vmid,
 				Cores: p.Cores, Memory: p.Memory, Disk: p.Disk, Path: path, Index: i,
-				NICs: l.nics(p.Networks, func(net string) (netip.Addr, bool) {
+				NICs: l.nics(name, p.Networks, func(net string) (netip.Addr, bool) {
 					as := p.Addresses[net]
 					if i < len(as) {
 						return as[i], true
@@ -156,7 +172,7 @@ func (l *Lab) guestNetworks(g Guest, roles ...Role) []string {
 	return names
 }
 
-func (l *Lab) nics(nets []string, addr func(string) (netip.Addr, bool)) []NIC {
+func (l *Lab) nics(machine string, nets []string, addr func(string) (netip.Addr, bool)) []NIC {
 	var out []NIC
 	for _, name := range nets {
 		n, ok := l.NetworkByName(name)
@@ -165,7 +181,7 @@ func (l *Lab) nics(nets []string, addr func(string) (netip.Addr, bool)) []NIC {
 		}
 		a, _ := addr(name)
 		out = append(out, NIC{Network: n.Name, Role: n.Role, Bridge: n.Bridge, Address: a,
-			Prefix: n.CIDR, Gateway: n.Gateway, VLAN: n.VLAN})
+			Prefix: n.CIDR, Gateway: n.Gateway, VLAN: n.VLAN, MAC: StableMAC(l.Name, machine, len(out))})
 	}
 	return out
 }
