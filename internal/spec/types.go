@@ -21,13 +21,13 @@ type Lab struct {
 	// firewall groups). Lowercase letters, digits and '-', at most 12 characters.
 	Name string `yaml:"name" json:"name"`
 
-	Host         Host          `yaml:"host" json:"host"`
-	Networks     []Network     `yaml:"networks" json:"networks"`
-	VPN          VPN           `yaml:"vpn" json:"vpn"`
-	LoadBalancer LoadBalancer  `yaml:"loadBalancer" json:"loadBalancer"`
-	Manager      Manager       `yaml:"manager" json:"manager"`
-	Cluster      Cluster       `yaml:"cluster" json:"cluster"`
-	GitOps       GitOps        `yaml:"gitops" json:"gitops"`
+	Host         Host         `yaml:"host" json:"host"`
+	Networks     []Network    `yaml:"networks" json:"networks"`
+	VPN          VPN          `yaml:"vpn" json:"vpn"`
+	LoadBalancer LoadBalancer `yaml:"loadBalancer" json:"loadBalancer"`
+	Manager      Manager      `yaml:"manager" json:"manager"`
+	Cluster      Cluster      `yaml:"cluster" json:"cluster"`
+	GitOps       GitOps       `yaml:"gitops" json:"gitops"`
 }
 
 // Provider names a target that builds the lab.
