@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"github.com/siderolabs/crypto/x509"
 	talossecrets "github.com/siderolabs/talos/pkg/machinery/config/generate/secrets"
 )
 
@@ -10,6 +11,10 @@ type Bundle struct {
 	// Talos is the cluster's secrets bundle (CAs, tokens, etcd and
 	// Kubernetes keys) in machinery's own type.
 	Talos *talossecrets.Bundle `yaml:"talos" json:"talos"`
+	// TalosAdmin is the admin client certificate and key of the talosconfig,
+	// signed by the Talos API CA. Kept here so that the talosconfig renders
+	// identically every time; renewed shortly before it expires.
+	TalosAdmin *x509.PEMEncodedCertificateAndKey `yaml:"talosAdmin,omitempty" json:"talosAdmin,omitempty"`
 	// WireGuard holds the VPN server's key and one key per peer that
 	// homelab generated (peers that brought their own public key have none).
 	WireGuard WireGuardKeys `yaml:"wireguard" json:"wireguard"`
