@@ -53,11 +53,15 @@ func (f *fake) op(ctx context.Context, verb, id string, exists bool) error {
 	return nil
 }
 
-func (f *fake) Create(ctx context.Context, r plan.Resource) error { return f.op(ctx, "create", r.ID(), true) }
+func (f *fake) Create(ctx context.Context, r plan.Resource) error {
+	return f.op(ctx, "create", r.ID(), true)
+}
 func (f *fake) Update(ctx context.Context, d, o plan.Resource) error {
 	return f.op(ctx, "update", d.ID(), true)
 }
-func (f *fake) Delete(ctx context.Context, r plan.Resource) error { return f.op(ctx, "delete", r.ID(), false) }
+func (f *fake) Delete(ctx context.Context, r plan.Resource) error {
+	return f.op(ctx, "delete", r.ID(), false)
+}
 
 func chain() []plan.Resource {
 	return []plan.Resource{
