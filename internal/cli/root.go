@@ -20,6 +20,14 @@ type hintError struct {
 
 func (e *hintError) Error() string { return e.err.Error() }
 func (e *hintError) Unwrap() error { return e.err }
+func (e *hintError) Hint() string  { return e.hint }
+
+// hinter is any error that carries a fix-it hint; packages below the CLI
+// provide one by implementing Hint() string, without importing this one.
+type hinter interface {
+	error
+	Hint() string
+}
 
 // withHint attaches a fix-it hint to err; Run prints it on its own line.
 func withHint(err error, format string, args ...any) error {
@@ -44,9 +52,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "homelab: %v\n", err)
-	var h *hintError
-	if errors.As(err, &h) && h.hint != "" {
-		fmt.Fprintf(stderr, "hint: %s\n", h.hint)
+	var h hinter
+	if errors.As(err, &h) && h.Hint() != "" {
+		fmt.Fprintf(stderr, "hint: %s\n", h.Hint())
 	}
 	var e *exitError
 	if errors.As(err, &e) {
