@@ -33,3 +33,10 @@ type Provider interface {
 type Statuser interface {
 	Status(ctx context.Context, w io.Writer) error
 }
+
+// Keeper is implemented by providers that deliberately keep some objects
+// when a lab is destroyed (downloaded images, for example), so that destroy
+// can say what it left and why.
+type Keeper interface {
+	Kept(ctx context.Context) ([]string, error)
+}
