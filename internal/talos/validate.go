@@ -18,7 +18,8 @@ func (metal) InContainer() bool     { return false }
 // Validate loads a machine config with machinery's strict loader and runs
 // machinery's own validation for the metal runtime mode, in strict mode so
 // that warnings count too. It returns every problem found, joined.
-// Messages name fields, never their (secret) values.
+// Validation messages name fields, not their values (the loader may quote
+// unknown keys it rejects).
 func Validate(data []byte) error {
 	cfg, err := configloader.NewFromBytes(data)
 	if err != nil {
