@@ -283,7 +283,6 @@ func TestValidateRejects(t *testing.T) {
 	}
 }
 
-
 // replaceOnce replaces old by new in data, failing the test when old is
 // not there (so that a rejected config is rejected for the intended reason).
 func replaceOnce(t *testing.T, data, old, new []byte) []byte {
