@@ -90,6 +90,9 @@ Start with:
 	root.SetErr(stderr)
 	root.PersistentFlags().StringP("file", "f", "lab.yaml", "path to the lab spec")
 	root.AddCommand(
+		newInitCmd(),
+		newValidateCmd(),
+		newSchemaCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
