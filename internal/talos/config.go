@@ -227,21 +227,3 @@ func patchNode(base coreconfig.Provider, m spec.Machine, adminCIDR netip.Prefix,
 	}
 	return container.New(docs...)
 }
-
-// legacyNetwork writes the node's hostname and interfaces into the
-// v1alpha1 machine.network section (Talos before 1.12).
-func legacyNetwork(mc *v1alpha1.MachineConfig, m spec.Machine) {
-	//nolint:staticcheck // the legacy section is the only one these Talos versions read
-	nc := &v1alpha1.NetworkConfig{NetworkHostname: m.Name}
-	for _, n := range m.NICs {
-		dev := &v1alpha1.Device{
-			DeviceSelector:  &v1alpha1.NetworkDeviceSelector{NetworkDeviceHardwareAddress: n.MAC.String()},
-			DeviceAddresses: []string{netip.PrefixFrom(n.Address, n.Prefix.Bits()).String()},
-		}
-		if n.Role == spec.RoleAdmin && n.Gateway.IsValid() {
-			dev.DeviceRoutes = []*v1alpha1.Route{{RouteNetwork: "0.0.0.0/0", RouteGateway: n.Gateway.String()}}
-		}
-		nc.NetworkInterfaces = append(nc.NetworkInterfaces, dev)
-	}
-	mc.MachineNetwork = nc //nolint:staticcheck // see above
-}

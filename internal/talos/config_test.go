@@ -193,39 +193,6 @@ func checkNode(t *testing.T, lab *spec.Lab, m spec.Machine, cfg coreconfig.Provi
 	}
 }
 
-func checkLegacyNetwork(t *testing.T, m spec.Machine, cfg coreconfig.Provider) {
-	t.Helper()
-	//nolint:staticcheck // the legacy section is what this Talos version reads
-	nc := cfg.RawV1Alpha1().MachineConfig.MachineNetwork
-	if nc == nil {
-		t.Fatalf("%s: no machine.network", m.Name)
-	}
-	if nc.NetworkHostname != m.Name {
-		t.Errorf("%s: machine.network.hostname = %q", m.Name, nc.NetworkHostname)
-	}
-	if len(nc.NetworkInterfaces) != len(m.NICs) {
-		t.Fatalf("%s: %d interfaces, want %d", m.Name, len(nc.NetworkInterfaces), len(m.NICs))
-	}
-	for i, nic := range m.NICs {
-		d := nc.NetworkInterfaces[i]
-		if d.DeviceSelector == nil || d.DeviceSelector.NetworkDeviceHardwareAddress != nic.MAC.String() {
-			t.Errorf("%s: interface %d does not select hardwareAddr %s", m.Name, i, nic.MAC)
-		}
-		if want := netip.PrefixFrom(nic.Address, 24).String(); !slices.Equal(d.DeviceAddresses, []string{want}) {
-			t.Errorf("%s: interface %d addresses = %v, want [%s]", m.Name, i, d.DeviceAddresses, want)
-		}
-		wantRoutes := 0
-		if nic.Role == spec.RoleAdmin {
-			wantRoutes = 1
-		}
-		if len(d.DeviceRoutes) != wantRoutes {
-			t.Errorf("%s: interface %d has %d routes, want %d", m.Name, i, len(d.DeviceRoutes), wantRoutes)
-		} else if wantRoutes == 1 && (d.DeviceRoutes[0].RouteGateway != "10.10.1.1" || d.DeviceRoutes[0].RouteNetwork != "0.0.0.0/0") {
-			t.Errorf("%s: interface %d route = %+v, want default via 10.10.1.1", m.Name, i, d.DeviceRoutes[0])
-		}
-	}
-}
-
 func TestMachineConfigsErrors(t *testing.T) {
 	b := testBundle(t)
 	for _, tt := range []struct {
