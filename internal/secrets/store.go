@@ -68,7 +68,17 @@ func Open(stateDir string) (*Store, error) {
 // unless the state folder already holds secrets, which a new identity could
 // never decrypt. The state folder itself is created on the first write.
 func OpenWithIdentity(stateDir, identityFile string) (*Store, error) {
+	if abs, err := filepath.Abs(identityFile); err == nil {
+		identityFile = abs
+	}
 	s := &Store{dir: stateDir, identityFile: identityFile}
+	if inside(stateDir, identityFile) {
+		return nil, &IdentityError{
+			File: identityFile,
+			msg:  fmt.Sprintf("identity file %s is inside the state folder %s it protects", identityFile, stateDir),
+			hint: fmt.Sprintf("keep the identity outside the lab folder: unset %s or point it at ~/.config/homelab/identity.txt", IdentityEnv),
+		}
+	}
 	data, err := os.ReadFile(identityFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -93,6 +103,17 @@ func OpenWithIdentity(stateDir, identityFile string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// inside reports whether path lies within dir.
+func inside(dir, path string) bool {
+	d, err1 := filepath.Abs(dir)
+	p, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // checkPrivate refuses an identity file that others can read, as ssh does

@@ -170,6 +170,15 @@ func TestIdentityTooOpen(t *testing.T) {
 	}
 }
 
+func TestIdentityInsideStateFolder(t *testing.T) {
+	state := filepath.Join(t.TempDir(), StateDirName)
+	_, err := OpenWithIdentity(state, filepath.Join(state, "identity.txt"))
+	var ie *IdentityError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "inside the state folder") {
+		t.Errorf("OpenWithIdentity with the identity in the state folder: %v, want an IdentityError", err)
+	}
+}
+
 func TestWrongIdentity(t *testing.T) {
 	s := populated(t)
 	other := newStore(t).IdentityFile() // an existing, unrelated identity
