@@ -3,7 +3,6 @@ package spec
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 )
 
 // Defaults. Each one is documented in the reference lab.yaml (Reference) as
@@ -93,12 +92,33 @@ func sizePool(p *NodePool, def Guest) {
 	}
 }
 
-// vPrefix writes a version with its leading v.
+// vPrefix writes a version with its leading v (1.13.9 -> v1.13.9).
 func vPrefix(v string) string {
-	if v == "" || strings.HasPrefix(v, "v") {
-		return v
+	if v != "" && v[0] >= '0' && v[0] <= '9' {
+		return "v" + v
 	}
-	return "v" + v
+	return v
+}
+
+// networksSane reports whether the networks are well formed enough to
+// assign and check addresses: one network per role, unique names, valid
+// IPv4 subnets that do not overlap.
+func (l *Lab) networksSane() bool {
+	roles := map[Role]int{}
+	names := map[string]bool{}
+	for i, n := range l.Networks {
+		roles[n.Role]++
+		if n.Name == "" || names[n.Name] || !n.CIDR.IsValid() || !n.CIDR.Addr().Is4() {
+			return false
+		}
+		names[n.Name] = true
+		for _, o := range l.Networks[:i] {
+			if o.CIDR.Overlaps(n.CIDR) {
+				return false
+			}
+		}
+	}
+	return len(l.Networks) == 3 && roles[RoleWAN] == 1 && roles[RoleAdmin] == 1 && roles[RoleApps] == 1
 }
 
 // setDefaults fills every value the spec left out, then assigns addresses
@@ -185,10 +205,10 @@ func (l *Lab) setDefaults(r *report) {
 	if m.Image == "" {
 		m.Image = DefaultManagerImage
 	}
-	if m.Tools.Talosctl == "" {
+	if m.Tools.Talosctl == "" && reVersion.MatchString(c.TalosVersion) {
 		m.Tools.Talosctl = c.TalosVersion
 	}
-	if m.Tools.Kubectl == "" {
+	if m.Tools.Kubectl == "" && reVersion.MatchString(c.KubernetesVersion) {
 		m.Tools.Kubectl = c.KubernetesVersion
 	}
 	if m.Tools.Flux == "" {
@@ -198,7 +218,8 @@ func (l *Lab) setDefaults(r *report) {
 		m.Tools.K9s = DefaultK9sVersion
 	}
 
-	if c.Name == "" {
+	nameOK := len(l.Name) <= 12 && reName.MatchString(l.Name)
+	if c.Name == "" && nameOK {
 		c.Name = l.Name
 	}
 	if c.InstallDisk == "" {
@@ -246,7 +267,7 @@ func (l *Lab) setDefaults(r *report) {
 	}
 	for i := range g.Apps {
 		a := &g.Apps[i]
-		if a.Host == "" && a.Name != "" {
+		if a.Host == "" && a.Name != "" && nameOK && reName.MatchString(a.Name) {
 			a.Host = a.Name + "." + l.Name + ".home.arpa"
 		}
 		if a.Storage == 0 {
@@ -254,7 +275,11 @@ func (l *Lab) setDefaults(r *report) {
 		}
 	}
 
-	l.assignAddresses(r)
+	if l.networksSane() {
+		l.assignAddresses(r)
+	} else {
+		r.netsBroken = true
+	}
 
 	if v.Endpoint == "" {
 		if wan, ok := l.NetworkByRole(RoleWAN); ok {

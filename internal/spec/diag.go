@@ -114,7 +114,11 @@ type report struct {
 	// failed holds paths whose value could not be decoded: later checks on
 	// them or below them would only repeat the same problem.
 	failed map[string]bool
-	diags  []Diagnostic
+	// netsBroken is set when the networks themselves are wrong (a role
+	// missing or repeated, names repeated, subnets overlapping): addresses
+	// are then neither assigned nor checked, to avoid a cascade of noise.
+	netsBroken bool
+	diags      []Diagnostic
 }
 
 func newReport(file string) *report {

@@ -169,4 +169,3 @@ func addStructProps(t reflect.Type, props map[string]any) {
 		props[name] = p
 	}
 }
-

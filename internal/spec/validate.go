@@ -291,6 +291,14 @@ func (l *Lab) addressCheck(r *report, path, net string, a netip.Addr) {
 	}
 }
 
+// netLabel names a network by role, adding its name when they differ.
+func netLabel(role Role, name string) string {
+	if string(role) == name {
+		return "the " + name + " network"
+	}
+	return fmt.Sprintf("the %s network %q", role, name)
+}
+
 // machinePath is the YAML path of a machine's address on a network.
 func machinePath(m Machine, net string) string {
 	if m.Role == MachineControlPlane || m.Role == MachineWorker {
@@ -331,6 +339,9 @@ func (l *Lab) validateGuests(r *report) {
 				vmids[m.VMID] = m.Name
 			}
 		}
+		if r.netsBroken {
+			continue // addresses mean little until the networks are fixed
+		}
 		for _, nic := range m.NICs {
 			if !nic.Address.IsValid() {
 				continue
@@ -342,24 +353,22 @@ func (l *Lab) validateGuests(r *report) {
 			} else {
 				addrs[nic.Address] = m.Name
 			}
-			if nic.Role == RoleWAN {
-				switch m.Role {
-				case MachineControlPlane, MachineWorker, MachineManager:
-					r.errorf(p, "only the load balancer and the VPN have a leg on the wan network; reach the cluster and the manager through the VPN",
-						"%s must not have an address on the wan network %s", m.Name, nic.Network)
-				}
+			// Pools on wan are reported once, on their networks list.
+			if nic.Role == RoleWAN && m.Role == MachineManager {
+				r.errorf(p, "only the load balancer and the VPN have a leg on the wan network; reach the manager through the VPN",
+					"%s must not have an address on %s", m.Name, netLabel(nic.Role, nic.Network))
 			}
 			if nic.Role == RoleAdmin && m.Role == MachineLB {
 				r.warnf(p, "a compromised load balancer would reach the Talos and Kubernetes APIs; keep it on wan and apps only",
-					"the load balancer gets a leg on the admin network %s", nic.Network)
+					"the load balancer gets a leg on %s", netLabel(nic.Role, nic.Network))
 			}
 			if nic.Role == RoleApps && m.Role == MachineVPN {
 				r.warnf(p, "VPN peers are meant to reach the admin network only; remove the VPN's apps address",
-					"the VPN gets a leg on the apps network %s", nic.Network)
+					"the VPN gets a leg on %s", netLabel(nic.Role, nic.Network))
 			}
 		}
 	}
-	if _, ok := l.NetworkByRole(RoleWAN); ok {
+	if _, ok := l.NetworkByRole(RoleWAN); ok && !r.netsBroken {
 		for _, m := range ms[:min(2, len(ms))] {
 			if _, ok := m.Address(RoleWAN); !ok {
 				r.errorf(m.Path, "", "%s has no address on the wan network", m.Name)
@@ -574,8 +583,8 @@ func (l *Lab) validateLB(r *report) {
 					"backend port %d would expose %s on the wan network", b.Port, what)
 			}
 		}
-		if pool != nil {
-			if pool.Count == 0 && b.Role == string(MachineWorker) {
+		if pool != nil && b.Role == string(MachineWorker) && !r.netsBroken {
+			if pool.Count == 0 && !r.failed["cluster.workers.count"] {
 				r.errorf(bp, "add workers (cluster.workers.count) or remove the frontend", "frontend %q targets workers but the cluster has none", f.Name)
 			}
 			if n, ok := l.NetworkByName(b.Network); !ok {
@@ -652,7 +661,7 @@ func (l *Lab) validateCluster(r *report) {
 				"Talos %s does not support Kubernetes %s: %v", c.TalosVersion, c.KubernetesVersion, err)
 		}
 	}
-	if c.Endpoint != "" {
+	if c.Endpoint != "" && !r.netsBroken {
 		u, err := url.Parse(c.Endpoint)
 		switch {
 		case err != nil || u.Host == "":
@@ -713,6 +722,9 @@ func (l *Lab) validateCluster(r *report) {
 			r.errorf(child(pl.path, "disk"), fmt.Sprintf("give each %s at least %s", pl.what, pl.min.Disk),
 				"%s is below Talos's minimum of %s for a %s", p.Disk, pl.min.Disk, pl.what)
 		}
+		if r.netsBroken {
+			continue // the networks section is reported first
+		}
 		nets := map[string]bool{}
 		for i, name := range p.Networks {
 			np := index(child(pl.path, "networks"), i)
@@ -722,7 +734,7 @@ func (l *Lab) validateCluster(r *report) {
 				r.errorf(np, "name one of the networks", "no network is named %q", name)
 			case n.Role == RoleWAN:
 				r.errorf(np, "cluster nodes live on admin (and workers on apps); only the LB and the VPN face the wan network",
-					"%ss must not attach to the wan network %s", pl.what, name)
+					"%ss must not attach to %s", pl.what, netLabel(n.Role, name))
 			}
 			if nets[name] {
 				r.errorf(np, "list each network once", "network %q is listed twice", name)
@@ -797,11 +809,11 @@ func (l *Lab) validateCapacity(r *report) {
 	b := l.Budget()
 	if b.Used.Memory > b.Available.Memory {
 		r.errorf("host.memory", "shrink guests (workers first) or add RAM; homelab validate prints the budget",
-			"guests need %s of memory but the host has %s after the %s reserve", b.Used.Memory, b.Available.Memory, h.Reserve.Memory)
+			"guests need %s of memory but the host has %s after the %s reserve", human(b.Used.Memory), human(b.Available.Memory), human(h.Reserve.Memory))
 	}
 	if b.Used.Disk > b.Available.Disk {
 		r.errorf("host.disk", "shrink guest disks or add storage; homelab validate prints the budget",
-			"guests need %s of disk but the host has %s after the %s reserve", b.Used.Disk, b.Available.Disk, h.Reserve.Disk)
+			"guests need %s of disk but the host has %s after the %s reserve", human(b.Used.Disk), human(b.Available.Disk), human(h.Reserve.Disk))
 	}
 	if b.Available.Cores > 0 && b.Used.Cores > CoreOvercommit*b.Available.Cores {
 		r.warnf("host.cores", fmt.Sprintf("vCPUs are shared, but beyond %d per core guests wait for CPU; give guests fewer cores", CoreOvercommit),
@@ -814,6 +826,6 @@ func (l *Lab) validateCapacity(r *report) {
 	w := l.Cluster.Workers
 	if w.Count > 0 && w.Disk > 10*GiB && storage > Size(w.Count)*(w.Disk-10*GiB) {
 		r.warnf("gitops.apps", "persistent volumes live on the workers' disks; grow cluster.workers.disk",
-			"apps ask for %s of storage but the workers have about %s free after Talos", storage, Size(w.Count)*(w.Disk-10*GiB))
+			"apps ask for %s of storage but the workers have about %s free after Talos", human(storage), human(Size(w.Count)*(w.Disk-10*GiB)))
 	}
 }
