@@ -200,7 +200,7 @@ func SVG(lab *spec.Lab) []byte {
 	height := legendY + 96
 
 	var s svg
-	s.f(`<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	s.f(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
 	s.f(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="%s">`+"\n",
 		width, height, width, height, fontStack)
 	s.f("<title>%s</title>\n", esc("homelab "+lab.Name+": architecture"))
