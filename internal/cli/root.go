@@ -93,6 +93,9 @@ Start with:
 		newInitCmd(),
 		newValidateCmd(),
 		newSchemaCmd(),
+		newStandinCmd(),
+		newRenderCmd(),
+		newDiagramCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
