@@ -93,7 +93,6 @@ Start with:
 		newInitCmd(),
 		newValidateCmd(),
 		newSchemaCmd(),
-		newStandinCmd(),
 		newRenderCmd(),
 		newDiagramCmd(),
 	// one line per command; each lives in its own file
