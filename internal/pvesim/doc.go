@@ -1,0 +1,18 @@
+// Package pvesim is an in-process, stateful Proxmox VE API simulator for tests.
+//
+// Every request it receives is checked against the official Proxmox VE API
+// schema (pve-api-schema-9.1.json, read at run time from ../shared/proxmox/
+// beside the module, or from $PVESIM_SCHEMA; it is never copied into this
+// repository): the path must match a schema path template, the method must
+// exist, and every parameter must be declared and valid for its type, format,
+// enum, range, length and pattern. A request that is not valid gets the answer
+// the real API gives (400 "Parameter verification failed." with a per
+// parameter "errors" object, 501 "Method 'GET /x' not implemented") and is
+// recorded as a violation: a provider test asserts that Violations is empty.
+//
+// Behind the checks sits a small model of one Proxmox VE host (or several
+// nodes): storages and their volumes, the node network with pending changes,
+// the cluster and guest firewall, QEMU VMs and LXC containers with locks, and
+// asynchronous tasks with real UPIDs. Faults (latency, 5xx answers, failed
+// tasks, dropped connections) can be injected at run time.
+package pvesim
