@@ -93,6 +93,7 @@ Start with:
 		newInitCmd(),
 		newValidateCmd(),
 		newSchemaCmd(),
+		newStandinCmd(),
 		newRenderCmd(),
 		newDiagramCmd(),
 	// one line per command; each lives in its own file

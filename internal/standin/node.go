@@ -1,0 +1,413 @@
+package standin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"google.golang.org/grpc"
+)
+
+// Role is what kind of Talos node a stand-in plays.
+type Role string
+
+// The two Talos node roles.
+const (
+	RoleControlPlane Role = "controlplane"
+	RoleWorker       Role = "worker"
+)
+
+// Default ports, as on a Talos node and its ingress controller.
+const (
+	DefaultTalosPort = 50000
+	DefaultKubePort  = 6443
+	DefaultHTTPPort  = 30080
+	DefaultHTTPSPort = 30443
+)
+
+// Defaults of the versions a stand-in reports.
+const (
+	DefaultTalosVersion      = "v1.13.9"
+	DefaultKubernetesVersion = "v1.36.3"
+)
+
+// Marker is the text every stand-in output carries.
+const Marker = "homelab stand-in"
+
+// Service names one of the ports a node serves (see Node.Addr).
+type Service string
+
+// The services of a stand-in.
+const (
+	ServiceTalos Service = "talos"
+	ServiceKube  Service = "kube"
+	ServiceHTTP  Service = "http"
+	ServiceHTTPS Service = "https"
+)
+
+// Node is a stand-in for a Talos node. The zero value with Name set serves
+// a worker on all addresses with ephemeral certificates; set the fields
+// before Run and do not change them afterwards.
+type Node struct {
+	// Name is the node's hostname.
+	Name string
+	// Role is controlplane or worker (default worker).
+	Role Role
+	// AdminAddr is where the Talos API (and on control planes the
+	// Kubernetes API) listen; zero means all addresses.
+	AdminAddr netip.Addr
+	// AppsAddr is where a worker's ingress ports listen; zero means all.
+	AppsAddr netip.Addr
+	// Ports; zero means the Default* port. With EphemeralPorts every
+	// listener takes a free port instead (tests; see Addr).
+	TalosPort, KubePort, HTTPPort, HTTPSPort int
+	EphemeralPorts                           bool
+	// TalosVersion and KubernetesVersion are reported by the APIs.
+	TalosVersion, KubernetesVersion string
+	// ClusterName and Endpoint go into the kubeconfig the node hands out
+	// (defaults "homelab" and https://AdminAddr:KubePort).
+	ClusterName, Endpoint string
+	// Certs is the TLS material; see Certs for what empty fields mean.
+	Certs Certs
+	// Maintenance starts the node as Talos starts before it has a config:
+	// the Talos API accepts clients without certificates, waits for
+	// ApplyConfiguration, and then for Bootstrap (control planes), and
+	// the Kubernetes API is not ready until then. Without it the node acts
+	// as configured and bootstrapped already.
+	Maintenance bool
+	// StateDir, when set, keeps the applied machine config and the
+	// bootstrap flag across restarts, as a Talos node's STATE partition.
+	StateDir string
+	// Logger receives the node's log; nil discards it.
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	state     nodeState
+	config    []byte
+	listeners map[Service]net.Listener
+	grpc      *grpc.Server
+	https     []*http.Server
+	closed    bool
+	done      chan struct{}
+}
+
+// nodeState is what StateDir keeps (the config itself in its own file).
+type nodeState struct {
+	Configured   bool `json:"configured"`
+	Bootstrapped bool `json:"bootstrapped"`
+}
+
+func (n *Node) log() *slog.Logger {
+	if n.Logger == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return n.Logger.With("standin", n.Name)
+}
+
+func (n *Node) role() Role {
+	if n.Role == "" {
+		return RoleWorker
+	}
+	return n.Role
+}
+
+func (n *Node) talosVersion() string {
+	if n.TalosVersion == "" {
+		return DefaultTalosVersion
+	}
+	return n.TalosVersion
+}
+
+func (n *Node) kubeVersion() string {
+	if n.KubernetesVersion == "" {
+		return DefaultKubernetesVersion
+	}
+	return n.KubernetesVersion
+}
+
+func (n *Node) port(p, def int) int {
+	switch {
+	case n.EphemeralPorts:
+		return 0
+	case p == 0:
+		return def
+	}
+	return p
+}
+
+func hostPort(a netip.Addr, port int) string {
+	host := ""
+	if a.IsValid() {
+		host = a.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// Addr is the address a service listens on, once Listen or Run has
+// bound it; ok is false for a service this node does not serve.
+func (n *Node) Addr(s Service) (addr netip.AddrPort, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, ok := n.listeners[s]
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return l.Addr().(*net.TCPAddr).AddrPort(), true
+}
+
+// Listen loads the node's state and binds its ports. Run calls it when it
+// has not been called.
+func (n *Node) Listen() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.listeners != nil {
+		return nil
+	}
+	if n.closed {
+		return errors.New("stand-in node is closed")
+	}
+	if n.role() != RoleControlPlane && n.role() != RoleWorker {
+		return fmt.Errorf("starting stand-in %s: unknown role %q (want controlplane or worker)", n.Name, n.Role)
+	}
+	if err := n.fillCerts(); err != nil {
+		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+	}
+	if err := n.loadState(); err != nil {
+		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+	}
+	want := map[Service]string{ServiceTalos: hostPort(n.AdminAddr, n.port(n.TalosPort, DefaultTalosPort))}
+	if n.role() == RoleControlPlane {
+		want[ServiceKube] = hostPort(n.AdminAddr, n.port(n.KubePort, DefaultKubePort))
+	} else {
+		want[ServiceHTTP] = hostPort(n.AppsAddr, n.port(n.HTTPPort, DefaultHTTPPort))
+		want[ServiceHTTPS] = hostPort(n.AppsAddr, n.port(n.HTTPSPort, DefaultHTTPSPort))
+	}
+	ls := map[Service]net.Listener{}
+	for s, addr := range want {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return fmt.Errorf("starting stand-in %s: %s API: %w", n.Name, s, err)
+		}
+		ls[s] = l
+	}
+	n.listeners = ls
+	n.done = make(chan struct{})
+	return nil
+}
+
+// Run serves until ctx is done or Close is called. It returns nil then,
+// or the first error that stopped a listener.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Listen(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	errc := make(chan error, len(n.listeners))
+	talos, err := n.newTalosServer()
+	if err != nil {
+		n.mu.Unlock()
+		n.Close()
+		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+	}
+	n.grpc = talos
+	go func(l net.Listener) { errc <- talos.Serve(l) }(n.listeners[ServiceTalos])
+	var servers []httpServe
+	if n.role() == RoleControlPlane {
+		srv, err := n.newKubeServer()
+		if err != nil {
+			n.mu.Unlock()
+			n.Close()
+			return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+		}
+		servers = append(servers, httpServe{srv, n.listeners[ServiceKube], true})
+	} else {
+		httpSrv, httpsSrv, err := n.newIngressServers()
+		if err != nil {
+			n.mu.Unlock()
+			n.Close()
+			return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+		}
+		servers = append(servers,
+			httpServe{httpSrv, proxyListener{n.listeners[ServiceHTTP]}, false},
+			httpServe{httpsSrv, proxyListener{n.listeners[ServiceHTTPS]}, true})
+	}
+	for _, s := range servers {
+		n.https = append(n.https, s.srv)
+		go func() {
+			if s.tls {
+				errc <- s.srv.ServeTLS(s.l, "", "")
+			} else {
+				errc <- s.srv.Serve(s.l)
+			}
+		}()
+	}
+	done := n.done
+	for s, l := range n.listeners {
+		n.log().Info(Marker+" listening", "role", n.role(), "service", s, "addr", l.Addr().String())
+	}
+	n.mu.Unlock()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-done:
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			runErr = fmt.Errorf("stand-in %s stopped serving: %w", n.Name, err)
+		}
+	}
+	n.Close()
+	return runErr
+}
+
+// httpServe is one HTTP server to start on its listener.
+type httpServe struct {
+	srv *http.Server
+	l   net.Listener
+	tls bool
+}
+
+// Close stops every listener and server. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.grpc != nil {
+		n.grpc.Stop()
+	}
+	for _, s := range n.https {
+		s.Close()
+	}
+	for _, l := range n.listeners {
+		l.Close()
+	}
+	if n.done != nil {
+		close(n.done)
+	}
+	return nil
+}
+
+// fillCerts gives the node an ephemeral CA and certificates where none
+// were supplied (called with mu held).
+func (n *Node) fillCerts() error {
+	ips := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	if n.AdminAddr.IsValid() {
+		ips = append(ips, n.AdminAddr)
+	}
+	names := []string{n.Name, "localhost"}
+	c := &n.Certs
+	if len(c.TalosCA) == 0 || len(c.TalosCert) == 0 || len(c.TalosKey) == 0 {
+		if len(c.TalosCert) != 0 || len(c.TalosKey) != 0 {
+			return errors.New("talos API certificate given without its key or CA")
+		}
+		ca, caKey, err := NewCA(Marker + " ephemeral talos CA")
+		if err != nil {
+			return err
+		}
+		cert, key, err := IssueCerts(ca, caKey, names, ips)
+		if err != nil {
+			return err
+		}
+		c.TalosCA, c.TalosCert, c.TalosKey = ca, cert, key
+	}
+	if n.role() != RoleControlPlane {
+		return nil
+	}
+	if len(c.KubeCert) == 0 || len(c.KubeKey) == 0 {
+		if len(c.KubeCA) == 0 || len(c.KubeCAKey) == 0 {
+			ca, caKey, err := NewCA(Marker + " ephemeral kubernetes CA")
+			if err != nil {
+				return err
+			}
+			c.KubeCA, c.KubeCAKey = ca, caKey
+		}
+		kubeNames := append(names, "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+		cert, key, err := IssueCerts(c.KubeCA, c.KubeCAKey, kubeNames, ips)
+		if err != nil {
+			return err
+		}
+		c.KubeCert, c.KubeKey = cert, key
+	}
+	if len(c.KubeCA) == 0 {
+		return errors.New("kubernetes API certificate given without its CA")
+	}
+	return nil
+}
+
+const (
+	stateFile  = "state.json"
+	configFile = "config.yaml"
+)
+
+// loadState reads StateDir or starts from Maintenance (called with mu held).
+func (n *Node) loadState() error {
+	n.state = nodeState{Configured: !n.Maintenance, Bootstrapped: !n.Maintenance && n.role() == RoleControlPlane}
+	if n.StateDir == "" {
+		return nil
+	}
+	data, err := os.ReadFile(filepath.Join(n.StateDir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading state: %w", err)
+	}
+	if err := json.Unmarshal(data, &n.state); err != nil {
+		return fmt.Errorf("reading state %s: %w", filepath.Join(n.StateDir, stateFile), err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(n.StateDir, configFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading state: %w", err)
+	}
+	n.config = cfg
+	return nil
+}
+
+// saveState writes StateDir (called with mu held). The machine config
+// holds secrets: 0600 in a 0700 folder.
+func (n *Node) saveState() error {
+	if n.StateDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(n.StateDir, 0o700); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if n.config != nil {
+		if err := writeFile(filepath.Join(n.StateDir, configFile), n.config); err != nil {
+			return fmt.Errorf("saving state: %w", err)
+		}
+	}
+	data, _ := json.Marshal(n.state)
+	if err := writeFile(filepath.Join(n.StateDir, stateFile), data); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
