@@ -1,0 +1,148 @@
+package local
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/homelab-dev/homelab/internal/render"
+	"github.com/homelab-dev/homelab/internal/spec"
+)
+
+// procDef is a daemon the lab runs: its spec for the supervisor and the
+// config files apply writes before starting it (under config/<name>).
+type procDef struct {
+	spec  procSpec
+	files map[string]render.Artifact // file name in the config folder -> artifact
+	role  string                     // what it is, for status
+}
+
+// artifact finds a rendered artifact by path.
+func artifact(arts []render.Artifact, path string) (render.Artifact, bool) {
+	for _, a := range arts {
+		if a.Path == path {
+			return a, true
+		}
+	}
+	return render.Artifact{}, false
+}
+
+// ClientPeer picks the VPN peer the vpn-client namespace plays: the first
+// spec peer whose key homelab generated (a complete client config exists).
+// ok is false when no peer has a complete config.
+func ClientPeer(lab *spec.Lab, arts []render.Artifact) (name string, ok bool) {
+	for _, p := range lab.VPN.Peers {
+		if p.PublicKey != "" {
+			continue
+		}
+		if _, found := artifact(arts, "wireguard/peers/"+p.Name+".conf"); found {
+			return p.Name, true
+		}
+	}
+	return "", false
+}
+
+// ingressPorts are a worker stand-in's HTTP and HTTPS ports: the backend
+// ports of the frontends that send to workers (the first two distinct).
+func ingressPorts(lab *spec.Lab) (httpPort, httpsPort int) {
+	httpPort, httpsPort = 30080, 30443
+	for _, fe := range lab.LoadBalancer.Frontends {
+		if fe.Backends.Role != string(spec.MachineWorker) || fe.Protocol == "udp" {
+			continue
+		}
+		switch {
+		case fe.Port == 443 || strings.Contains(fe.Name, "https"):
+			httpsPort = fe.Backends.Port
+		case fe.Port == 80 || strings.Contains(fe.Name, "http"):
+			httpPort = fe.Backends.Port
+		}
+	}
+	return httpPort, httpsPort
+}
+
+// daemons lists the lab's daemons with their argv and config files.
+func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact) ([]procDef, error) {
+	exe := p.exe
+	var out []procDef
+	add := func(d procDef) {
+		d.spec.Argv = append([]string{exe}, d.spec.Argv...)
+		out = append(out, d)
+	}
+	for _, g := range topo.Guests {
+		m := g.Machine
+		switch m.Role {
+		case spec.MachineLB:
+			a, ok := artifact(arts, "lb/lb.yaml")
+			if !ok {
+				return nil, fmt.Errorf("the rendered artifacts have no lb/lb.yaml")
+			}
+			cfg := filepath.Join(p.l.config(g.NS), "lb.yaml")
+			var tcp, udp []uint16
+			for _, fe := range lab.LoadBalancer.Frontends {
+				if fe.Protocol == "udp" {
+					udp = append(udp, uint16(fe.Port))
+				} else {
+					tcp = append(tcp, uint16(fe.Port))
+				}
+			}
+			if lab.LoadBalancer.AdminPort != 0 {
+				tcp = append(tcp, uint16(lab.LoadBalancer.AdminPort))
+			}
+			add(procDef{role: "load balancer", files: map[string]render.Artifact{"lb.yaml": a},
+				spec: procSpec{Name: g.NS, NS: g.NS, Argv: []string{"lb", "run", "--config", cfg}, TCP: tcp, UDP: udp}})
+		case spec.MachineVPN:
+			a, ok := artifact(arts, "wireguard/server.conf")
+			if !ok {
+				return nil, fmt.Errorf("the rendered artifacts have no wireguard/server.conf")
+			}
+			cfg := filepath.Join(p.l.config(g.NS), "server.conf")
+			add(procDef{role: "wireguard server", files: map[string]render.Artifact{"server.conf": a},
+				spec: procSpec{Name: g.NS, NS: g.NS, Argv: []string{"vpn", "run", "--config", cfg},
+					UDP: []uint16{uint16(lab.VPN.ListenPort)}}})
+		case spec.MachineControlPlane, spec.MachineWorker:
+			role := "controlplane"
+			if m.Role == spec.MachineWorker {
+				role = "worker"
+			}
+			argv := []string{"standin", "--role", role, "--name", m.Name,
+				"--cluster-name", lab.Cluster.Name, "--state-dir", p.l.config(g.NS)}
+			if lab.Cluster.TalosVersion != "" {
+				argv = append(argv, "--talos-version", lab.Cluster.TalosVersion)
+			}
+			if lab.Cluster.KubernetesVersion != "" {
+				argv = append(argv, "--kubernetes-version", lab.Cluster.KubernetesVersion)
+			}
+			tcp := []uint16{50000}
+			if a, ok := m.Address(spec.RoleAdmin); ok {
+				argv = append(argv, "--listen-admin", a.String())
+			}
+			if m.Role == spec.MachineControlPlane {
+				tcp = append(tcp, 6443)
+			} else {
+				hp, sp := ingressPorts(lab)
+				argv = append(argv, "--ingress-ports", strconv.Itoa(hp)+","+strconv.Itoa(sp))
+				if a, ok := m.Address(spec.RoleApps); ok {
+					argv = append(argv, "--listen-apps", a.String())
+				}
+				tcp = append(tcp, uint16(hp), uint16(sp))
+			}
+			add(procDef{role: "talos " + role + " stand-in",
+				spec: procSpec{Name: g.NS, NS: g.NS, Argv: argv, TCP: tcp}})
+		}
+	}
+	if peer, ok := ClientPeer(lab, arts); ok {
+		a, _ := artifact(arts, "wireguard/peers/"+peer+".conf")
+		cfg := filepath.Join(p.l.config(topo.ClientNS), "client.conf")
+		add(procDef{role: "wireguard client (peer " + peer + ")", files: map[string]render.Artifact{"client.conf": a},
+			spec: procSpec{Name: topo.ClientNS, NS: topo.ClientNS, Argv: []string{"vpn", "run", "--config", cfg}}})
+	}
+	for i := range out {
+		files := map[string][]byte{}
+		for k, a := range out[i].files {
+			files[k] = a.Data
+		}
+		out[i].spec.Hash = specHash(out[i].spec.Argv[1:], files)
+	}
+	return out, nil
+}
