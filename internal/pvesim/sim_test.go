@@ -249,6 +249,7 @@ func TestAuth(t *testing.T) {
 		{"good token", "PVEAPIToken=root@pam!admin=s3cret", "GET", "/version", nil, 200, "OK"},
 		{"read-only reads", "PVEAPIToken=homelab@pve!ro=ro", "GET", "/nodes/pve/status", nil, 200, "OK"},
 		{"read-only cannot stop", "PVEAPIToken=homelab@pve!ro=ro", "POST", "/nodes/pve/qemu/100/status/stop", url.Values{}, 403, "Permission check failed (/vms/100, VM.PowerMgmt)"},
+		{"read-only cannot create", "PVEAPIToken=homelab@pve!ro=ro", "POST", "/nodes/pve/qemu", vals("vmid", "100"), 403, "Permission check failed (/vms/100, VM.Allocate)"},
 		{"read-only cannot add group", "PVEAPIToken=homelab@pve!ro=ro", "POST", "/cluster/firewall/groups", vals("group", "lab-x"), 403, "Permission check failed (/, Sys.Modify)"},
 	}
 	for _, tt := range tests {
