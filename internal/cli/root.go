@@ -96,6 +96,7 @@ Start with:
 		newStandinCmd(),
 		newRenderCmd(),
 		newDiagramCmd(),
+		newSuperviseCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
