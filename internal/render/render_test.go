@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -315,5 +316,71 @@ func TestTalosConfigsValidate(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("validated %d machine configs, want 3 (1 control plane, 2 workers)", n)
+	}
+}
+
+// TestRenderReference renders the reference labs that homelab init
+// writes, with fresh secrets: every node config passes Talos validation,
+// the LB config parses, nft accepts the rulesets, and no secret lands in
+// a public artifact.
+func TestRenderReference(t *testing.T) {
+	for _, p := range []spec.Provider{spec.ProviderLocal, spec.ProviderProxmox} {
+		t.Run(string(p), func(t *testing.T) {
+			lab, _, err := spec.Parse("reference.yaml", spec.Reference(p))
+			if err != nil {
+				t.Fatalf("loading the reference lab: %v", err)
+			}
+			var b secrets.Bundle
+			if _, err := b.Fill(lab); err != nil {
+				t.Fatal(err)
+			}
+			arts, err := Render(lab, &b)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			vals := secretValues(&b)
+			for _, a := range arts {
+				switch {
+				case strings.HasPrefix(a.Path, "talos/") && strings.HasSuffix(a.Path, ".yaml") && a.Path != "talos/schematic.yaml":
+					if err := talos.Validate(a.Data); err != nil {
+						t.Errorf("%s: %v", a.Path, err)
+					}
+				case a.Path == "lb/lb.yaml":
+					if _, err := lb.Parse(a.Data); err != nil {
+						t.Errorf("lb.Parse(%s): %v", a.Path, err)
+					}
+				case strings.HasPrefix(a.Path, "nftables/"):
+					nftCheck(t, a.Path, a.Data)
+				}
+				if a.Secret {
+					continue
+				}
+				for name, v := range vals {
+					if bytes.Contains(a.Data, []byte(v)) {
+						t.Errorf("%s is not marked secret but holds the %s", a.Path, name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// nftCheck has nft(8) parse the ruleset and run the kernel's checks
+// without changing anything (nft -c).
+func nftCheck(t *testing.T, name string, data []byte) {
+	t.Helper()
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		t.Logf("skipping nft -c of %s: nft(8) is not installed", name)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Logf("skipping nft -c of %s: it needs root (CAP_NET_ADMIN); run the tests as root", name)
+		return
+	}
+	cmd := exec.Command(nft, "-c", "-f", "-")
+	cmd.Stdin = bytes.NewReader(data)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("nft -c refused %s: %v\n%s", name, err, out)
 	}
 }
