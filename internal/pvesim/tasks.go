@@ -3,6 +3,7 @@ package pvesim
 import (
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -106,3 +107,5 @@ func init() {
 		return out, nil
 	})
 }
+
+var upidRE = regexp.MustCompile(`^UPID:[a-zA-Z0-9\-]+:[0-9A-F]{8}:[0-9A-F]{8,9}:[0-9A-F]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$`)
