@@ -188,9 +188,19 @@ func vpnRuleset(lab *spec.Lab, z *zones) *Ruleset {
 			Proto: TCP, DPorts: ports, Counter: true, Verdict: Accept, Comment: "peers to the admin ports"},
 		{IIfName: TunnelInterface, OIfName: adminIf, SAddr: Addr{Prefix: tunnel}, DAddr: Addr{Prefix: z.admin.CIDR},
 			Proto: ICMP, Verdict: Accept, Comment: "peers may ping the admin network"},
-		{IIfName: TunnelInterface, Counter: true, LogPrefix: "homelab vpn deny: ", Verdict: Drop,
-			Comment: "nothing else: no apps, no internet"},
 	}
+	// The DNS servers pushed to peers, when they are on the admin network.
+	for _, d := range lab.VPN.DNS {
+		if !d.Is4() || !z.admin.CIDR.Contains(d) {
+			continue
+		}
+		for _, proto := range []L4Proto{UDP, TCP} {
+			fwd.Rules = append(fwd.Rules, Rule{IIfName: TunnelInterface, OIfName: adminIf, SAddr: Addr{Prefix: tunnel},
+				DAddr: Addr{Prefix: host(d)}, Proto: proto, DPorts: []uint16{53}, Verdict: Accept, Comment: "peers' dns server"})
+		}
+	}
+	fwd.Rules = append(fwd.Rules, Rule{IIfName: TunnelInterface, Counter: true, LogPrefix: "homelab vpn deny: ", Verdict: Drop,
+		Comment: "nothing else: no apps, no internet"})
 	nat := &Chain{Name: "postrouting", Type: TypeNAT, Hook: HookPostrouting, Priority: PrioritySrcNAT, Policy: Accept,
 		Rules: []Rule{{OIfName: adminIf, SAddr: Addr{Prefix: tunnel}, Verdict: Masquerade, Comment: "peers appear as the vpn's admin address"}}}
 	return &Ruleset{Tables: []*Table{{

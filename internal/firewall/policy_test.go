@@ -136,6 +136,31 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+func TestVPNDNS(t *testing.T) {
+	lab := testLab()
+	lab.VPN.DNS = []netip.Addr{a("10.10.1.53"), a("9.9.9.9")}
+	rs, err := Rulesets(lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vpn := rs[PlaceVPN].Tables[0]
+	tests := []struct {
+		p    Packet
+		want Verdict
+	}{
+		{Packet{IIf: "wg0", OIf: "admin", Src: a("10.99.0.2"), Dst: a("10.10.1.53"), Proto: UDP, DPort: 53}, Accept},
+		{Packet{IIf: "wg0", OIf: "admin", Src: a("10.99.0.2"), Dst: a("10.10.1.53"), Proto: TCP, DPort: 53}, Accept},
+		{Packet{IIf: "wg0", OIf: "admin", Src: a("10.99.0.2"), Dst: a("10.10.1.54"), Proto: UDP, DPort: 53}, Drop},
+		{Packet{IIf: "wg0", OIf: "wan", Src: a("10.99.0.2"), Dst: a("9.9.9.9"), Proto: UDP, DPort: 53}, Drop},
+	}
+	for _, tt := range tests {
+		if got := vpn.Eval(HookForward, tt.p); got != tt.want {
+			t.Errorf("vpn forward Eval(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+	nftCheck(t, rs[PlaceVPN].Text())
+}
+
 func TestMasquerade(t *testing.T) {
 	rs := rulesets(t)
 	tests := []struct {
