@@ -7,6 +7,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -30,7 +32,9 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := httptest.NewTLSServer(sim)
+	ts := httptest.NewUnstartedServer(sim)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected in tests
+	ts.StartTLS()
 	cert := ts.Certificate()
 	sum := sha256.Sum256(cert.Raw)
 	hexes := make([]string, len(sum))

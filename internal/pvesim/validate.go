@@ -225,7 +225,12 @@ var (
 	dnsRE      = regexp.MustCompile(`^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)$`)
 	portRE     = regexp.MustCompile(`^(?:\d+(?::\d+)?|[a-zA-Z][a-zA-Z0-9\-]*)$`)
 	aliasRE    = regexp.MustCompile(`^(?:(?:dc|guest)/)?[A-Za-z][A-Za-z0-9\-_]+$`)
-	contents   = map[string]bool{"images": true, "rootdir": true, "vztmpl": true, "iso": true, "backup": true, "snippets": true, "import": true, "none": true}
+	// protocols are the names of /etc/protocols that rules use.
+	protocols = map[string]bool{"tcp": true, "udp": true, "icmp": true, "icmpv6": true, "ipv6-icmp": true,
+		"igmp": true, "gre": true, "esp": true, "ah": true, "sctp": true, "udplite": true, "ipip": true,
+		"ipencap": true, "ipv6": true, "vrrp": true, "ospf": true, "pim": true, "l2tp": true, "egp": true,
+		"rsvp": true, "ipv6-route": true, "ipv6-frag": true, "ipv6-nonxt": true, "ipv6-opts": true, "dccp": true}
+	contents = map[string]bool{"images": true, "rootdir": true, "vztmpl": true, "iso": true, "backup": true, "snippets": true, "import": true, "none": true}
 )
 
 // checkFormat validates a value against a named PVE format. Formats not
@@ -349,7 +354,7 @@ func checkFormat(name, v string) string {
 			}
 		}
 	case "pve-fw-protocol-spec":
-		if !regexp.MustCompile(`^(?:[a-z0-9\-]+|\d+)$`).MatchString(v) {
+		if n, err := strconv.Atoi(v); (err != nil || n < 0 || n > 255) && !protocols[v] {
 			return fmt.Sprintf("unknown protocol '%s'", v)
 		}
 	case "dns-name":
