@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // Config is the load balancer's whole configuration, as read from its YAML
@@ -306,7 +308,24 @@ func (e *FieldError) Error() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
-	return b.String()
+	return printable(b.String())
+}
+
+// printable escapes control and invalid bytes, so a hostile file cannot
+// write raw bytes into logs and terminals through an error message.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError || r >= 0x80 && r < 0xa0 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 // Validate checks a config with defaults applied and returns every problem
@@ -579,7 +598,7 @@ func prefixErrors(path string, err error) error {
 func Parse(data []byte) (*Config, error) {
 	file, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		return nil, yamlError(err, nil)
+		return nil, joinFieldErrors([]*FieldError{yamlError(err, nil)})
 	}
 	pos := map[string]ast.Node{}
 	var errs []*FieldError
@@ -590,27 +609,46 @@ func Parse(data []byte) (*Config, error) {
 	if len(file.Docs) > 0 {
 		root = file.Docs[0].Body
 	}
-	if root != nil {
-		walkKeys(root, reflect.TypeOf(Config{}), "", pos, &errs)
+	if root == nil || root.Type() == ast.NullType {
+		return nil, &FieldError{Msg: "the config is empty: want at least frontends and backends"}
 	}
-	if len(errs) > 0 {
-		return nil, joinFieldErrors(errs)
-	}
-	var c Config
-	if root != nil {
-		if err := yaml.NodeToValue(root, &c, yaml.Strict()); err != nil {
-			return nil, yamlError(err, pos)
+	walkKeys(root, reflect.TypeOf(Config{}), "", pos, &errs, nil)
+	for _, e := range errs {
+		if strings.HasPrefix(e.Msg, "unknown field") {
+			// Strict decoding would stop at the first; we have them all.
+			return nil, joinFieldErrors(errs)
 		}
 	}
+	var c Config
+	if err := decodeNode(root, &c); err != nil {
+		return nil, joinFieldErrors(append(errs, yamlError(err, pos)))
+	}
 	c.SetDefaults()
-	errs = c.validate()
+	bad := map[string]bool{}
 	for _, e := range errs {
-		locate(e, pos)
+		bad[e.Path] = true
+	}
+	for _, e := range c.validate() {
+		if !bad[e.Path] {
+			locate(e, pos)
+			errs = append(errs, e)
+		}
 	}
 	if err := joinFieldErrors(errs); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// decodeNode decodes strictly. The YAML decoder can panic on some
+// malformed input (found by fuzzing); that becomes an error.
+func decodeNode(n ast.Node, c *Config) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cannot decode this YAML (decoder failure: %v); check the structure against the reference", r)
+		}
+	}()
+	return yaml.NodeToValue(n, c, yaml.Strict())
 }
 
 // locate sets e's position from the closest known YAML path.
@@ -632,7 +670,7 @@ func locate(e *FieldError, pos map[string]ast.Node) {
 	}
 }
 
-func yamlError(err error, pos map[string]ast.Node) error {
+func yamlError(err error, pos map[string]ast.Node) *FieldError {
 	var ye yaml.Error
 	if errors.As(err, &ye) {
 		fe := &FieldError{Msg: ye.GetMessage()}
@@ -655,7 +693,7 @@ var textUnmarshaler = reflect.TypeFor[interface{ UnmarshalText([]byte) error }](
 
 // walkKeys records the node at each YAML path and reports keys that t does
 // not have, all of them, before decoding.
-func walkKeys(n ast.Node, t reflect.Type, path string, pos map[string]ast.Node, errs *[]*FieldError) {
+func walkKeys(n ast.Node, t reflect.Type, path string, pos map[string]ast.Node, errs *[]*FieldError, set func(ast.Node)) {
 	for {
 		switch v := n.(type) {
 		case *ast.AnchorNode:
@@ -687,6 +725,11 @@ func walkKeys(n ast.Node, t reflect.Type, path string, pos map[string]ast.Node, 
 					fe.Line, fe.Column = tk.Position.Line, tk.Position.Column
 				}
 				*errs = append(*errs, fe)
+				// Decode the rest with this value unset, so validation
+				// can report the other problems too.
+				if set != nil {
+					set(ast.Null(token.New("null", "null", n.GetToken().Position)))
+				}
 			}
 		}
 		return
@@ -725,7 +768,7 @@ func walkKeys(n ast.Node, t reflect.Type, path string, pos map[string]ast.Node, 
 				continue
 			}
 			pos[kp] = mv.Key
-			walkKeys(mv.Value, ft, kp, pos, errs)
+			walkKeys(mv.Value, ft, kp, pos, errs, func(v ast.Node) { mv.Value = v })
 			if mv.Value != nil {
 				if _, scalar := mv.Value.(ast.ScalarNode); scalar {
 					pos[kp] = mv.Value
@@ -738,7 +781,12 @@ func walkKeys(n ast.Node, t reflect.Type, path string, pos map[string]ast.Node, 
 			return
 		}
 		for i, e := range s.Values {
-			walkKeys(e, t.Elem(), path+"["+strconv.Itoa(i)+"]", pos, errs)
+			walkKeys(e, t.Elem(), path+"["+strconv.Itoa(i)+"]", pos, errs, func(v ast.Node) { s.Values[i] = v })
 		}
 	}
+}
+
+// Marshal writes c as YAML that Parse reads back.
+func Marshal(c *Config) ([]byte, error) {
+	return yaml.MarshalWithOptions(c, yaml.IndentSequence(true))
 }

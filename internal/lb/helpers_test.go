@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -24,7 +26,7 @@ type backend struct {
 	wg    sync.WaitGroup
 	// record makes the server read what arrives before greeting: it keeps
 	// the first read (PROXY header, ClientHello) in first.
-	record bool
+	record atomic.Bool
 }
 
 func startBackend(t *testing.T, name string) *backend {
@@ -59,10 +61,19 @@ func (b *backend) serve() {
 		go func() {
 			defer b.wg.Done()
 			defer c.Close()
-			if b.record {
+			if b.record.Load() {
 				buf := make([]byte, 4096)
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				n, _ := c.Read(buf)
+				// Gather what follows closely (header then data).
+				for n < len(buf) {
+					c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+					m, err := c.Read(buf[n:])
+					n += m
+					if err != nil {
+						break
+					}
+				}
 				c.SetReadDeadline(time.Time{})
 				b.mu.Lock()
 				b.first = append(b.first, buf[:n])
@@ -104,7 +115,7 @@ func startLB(t *testing.T, yaml string) *Balancer {
 	if err != nil {
 		t.Fatalf("Parse: %v\n%s", err, yaml)
 	}
-	s := &Balancer{Config: cfg}
+	s := &Balancer{Config: cfg, Logger: quietLogger}
 	if err := s.Start(); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -227,3 +238,5 @@ func servers(bs ...*backend) string {
 	}
 	return b.String()
 }
+
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
