@@ -97,6 +97,11 @@ Start with:
 		newRenderCmd(),
 		newDiagramCmd(),
 		newSuperviseCmd(),
+		newVerifyCmd(),
+		newPlanCmd(),
+		newApplyCmd(),
+		newStatusCmd(),
+		newDestroyCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
