@@ -32,6 +32,7 @@ needs, in one folder:
   lb/lb.yaml                                the load balancer's config
   cloud-init/manager/*                      the manager VM's seed (tools, SSH keys)
   proxmox/interfaces                        the bridges for /etc/network/interfaces
+  diagram/lab.svg                           the architecture (as homelab diagram draws it)
 
 Secrets (Talos CAs and tokens, WireGuard keys) are created on first use in
 the state folder beside the spec (<labdir>/.homelab, age encrypted) and

@@ -41,7 +41,7 @@ func TestRenderCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("homelab render exited %d: %s", code, stderr)
 	}
-	for _, want := range []string{"secrets: new ones saved", "rendered 17 artifacts", "0600  talos/lab-cp-1.yaml", "0644  nftables/host.nft"} {
+	for _, want := range []string{"secrets: new ones saved", "rendered 18 artifacts", "0600  talos/lab-cp-1.yaml", "0644  nftables/host.nft"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("render output lacks %q:\n%s", want, stdout)
 		}

@@ -1,7 +1,8 @@
 // Package render turns a lab (spec) and its secrets into every file the lab
 // needs: Talos machine configs and talosconfig, the Image Factory
 // schematic, WireGuard configs, nftables rulesets, the load balancer's
-// config, the manager VM's cloud-init and the Proxmox network fragment.
+// config, the manager VM's cloud-init, the Proxmox network fragment and the
+// architecture diagram.
 //
 // Render is pure and deterministic: the same spec and bundle give the same
 // bytes, so the output can be golden-tested, diffed and planned against.
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/homelab-dev/homelab/internal/diagram"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
@@ -42,6 +44,7 @@ func Render(lab *spec.Lab, b *secrets.Bundle) ([]Artifact, error) {
 		{"load balancer config", renderLB},
 		{"manager cloud-init", renderCloudInit},
 		{"proxmox network config", renderProxmox},
+		{"diagram", renderDiagram},
 	} {
 		as, err := part.fn(lab, b)
 		if err != nil {
@@ -75,4 +78,8 @@ func fileName(kind, name string) (string, error) {
 		return "", fmt.Errorf("%s name %q cannot be a file name", kind, name)
 	}
 	return name, nil
+}
+
+func renderDiagram(lab *spec.Lab, _ *secrets.Bundle) ([]Artifact, error) {
+	return []Artifact{{Path: "diagram/lab.svg", Data: diagram.SVG(lab)}}, nil
 }

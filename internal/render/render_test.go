@@ -143,7 +143,7 @@ func TestExpectedArtifacts(t *testing.T) {
 		"nftables/host.nft": false, "nftables/lb.nft": false, "nftables/vpn.nft": false,
 		"lb/lb.yaml":                   false,
 		"cloud-init/manager/user-data": false, "cloud-init/manager/meta-data": false, "cloud-init/manager/network-config": false,
-		"proxmox/interfaces": false,
+		"proxmox/interfaces": false, "diagram/lab.svg": false,
 	}
 	for p, s := range want {
 		got, ok := secret[p]
