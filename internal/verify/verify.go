@@ -555,7 +555,9 @@ func startListeners(svcs []Service) (stop func(), err error) {
 	return stop, nil
 }
 
-func isInUse(err error) bool { return err != nil && strings.Contains(err.Error(), "address already in use") }
+func isInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}
 
 // Print writes the matrix: one row per service, one column per vantage.
 func (r *Report) Print(w io.Writer) {
