@@ -43,6 +43,10 @@ written 0600 in 0700 folders: keep them out of Git.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := cmd.Flag("file").Value.String()
+			if filepath.Clean(out) == "." || filepath.Clean(out) == filepath.Clean(filepath.Dir(path)) {
+				return withHint(fmt.Errorf("rendering into %s: the output folder is made private (0700) and filled with generated files", out),
+					"render into a folder of its own, for example --out out")
+			}
 			lab, err := loadRenderLab(path, cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -81,6 +81,10 @@ func TestRenderCommandErrors(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "hint: write the reference lab with homelab init") {
 		t.Errorf("render of a missing spec: exit %d, stderr %q; want a failure with a hint", code, stderr)
 	}
+	code, _, stderr = runCLI(t, "render", "-f", filepath.Join(dir, "lab.yaml"), "--out", dir)
+	if code == 0 || !strings.Contains(stderr, "hint: render into a folder of its own") {
+		t.Errorf("render into the lab folder: exit %d, stderr %q; want a refusal with a hint", code, stderr)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("apiVersion: homelab/v1alpha1\nkind: Lab\nname: lab\nbogus: 1\n"), 0o644); err != nil {
 		t.Fatal(err)
