@@ -109,4 +109,3 @@ func FuzzServerName(f *testing.F) {
 		}
 	})
 }
-
