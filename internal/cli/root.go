@@ -98,6 +98,7 @@ Start with:
 		newDiagramCmd(),
 		newSuperviseCmd(),
 		newVerifyCmd(),
+		newDemoCmd(),
 		newPlanCmd(),
 		newApplyCmd(),
 		newStatusCmd(),
