@@ -94,6 +94,7 @@ Start with:
 		newValidateCmd(),
 		newSchemaCmd(),
 		newStandinCmd(),
+		newVPNCmd(),
 		newRenderCmd(),
 		newDiagramCmd(),
 		newSuperviseCmd(),

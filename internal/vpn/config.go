@@ -159,7 +159,7 @@ func Parse(data []byte) (*Config, error) {
 		case "peer":
 			err = c.Peers[len(c.Peers)-1].set(key, value)
 		default:
-			err = fmt.Errorf("%s outside a section", key)
+			err = fmt.Errorf("%s outside a section", show(key))
 		}
 		if err != nil {
 			fail(line, "%s", err)
@@ -214,28 +214,28 @@ func (f *Interface) set(key, value string) error {
 	case "listenport":
 		p, err := strconv.Atoi(value)
 		if err != nil || p < 0 || p > 65535 {
-			return fmt.Errorf("ListenPort: %q is not a port", value)
+			return fmt.Errorf("ListenPort: %s is not a port", show(value))
 		}
 		f.ListenPort = p
 	case "dns":
 		for _, s := range splitList(value) {
 			a, err := netip.ParseAddr(s)
 			if err != nil {
-				return fmt.Errorf("DNS: %q is not an IP address (search domains are not supported)", s)
+				return fmt.Errorf("DNS: %s is not an IP address (search domains are not supported)", show(s))
 			}
 			f.DNS = append(f.DNS, a)
 		}
 	case "mtu":
 		m, err := strconv.Atoi(value)
 		if err != nil || m < 576 || m > 65535 {
-			return fmt.Errorf("MTU: %q is not between 576 and 65535", value)
+			return fmt.Errorf("MTU: %s is not between 576 and 65535", show(value))
 		}
 		f.MTU = m
 	default:
 		if hooks[key] {
-			return fmt.Errorf("%s is a wg-quick hook that homelab vpn run does not support", key)
+			return fmt.Errorf("%s is a wg-quick hook that homelab vpn run does not support", key) // key is a known name
 		}
-		return fmt.Errorf("unknown [Interface] key %q", key)
+		return fmt.Errorf("unknown [Interface] key %s", show(key))
 	}
 	return nil
 }
@@ -273,13 +273,31 @@ func (p *Peer) set(key, value string) error {
 		}
 		n, err := strconv.Atoi(value)
 		if err != nil || n < 0 || n > 65535 {
-			return fmt.Errorf("PersistentKeepalive: %q is not off or 0-65535 seconds", value)
+			return fmt.Errorf("PersistentKeepalive: %s is not off or 0-65535 seconds", show(value))
 		}
 		p.PersistentKeepalive = n
 	default:
-		return fmt.Errorf("unknown [Peer] key %q", key)
+		return fmt.Errorf("unknown [Peer] key %s", show(key))
 	}
 	return nil
+}
+
+// show quotes a value for an error message, unless it holds a run of 16
+// or more base64 characters: it may be a key pasted in the wrong place,
+// and keys never appear in messages.
+func show(v string) string {
+	run := 0
+	for _, r := range v {
+		if r < 0x80 && (r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '+' || r == '/' || r == '=') {
+			run++
+			if run >= 16 {
+				return fmt.Sprintf("(a %d-character value, not shown: it may be a key)", len(v))
+			}
+			continue
+		}
+		run = 0
+	}
+	return strconv.Quote(v)
 }
 
 func splitList(s string) []string {
@@ -306,7 +324,7 @@ func parsePrefixes(s string, keepHost bool) ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(item)
 			if aerr != nil || a.Zone() != "" {
-				return nil, fmt.Errorf("%q is not an address or CIDR", item)
+				return nil, fmt.Errorf("%s is not an address or CIDR", show(item))
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
@@ -322,23 +340,23 @@ func parsePrefixes(s string, keepHost bool) ([]netip.Prefix, error) {
 func splitHostPort(s string) (string, uint16, error) {
 	i := strings.LastIndexByte(s, ':')
 	if i <= 0 {
-		return "", 0, fmt.Errorf("%q is not host:port", s)
+		return "", 0, fmt.Errorf("%s is not host:port", show(s))
 	}
 	host, ps := s[:i], s[i+1:]
 	if strings.HasPrefix(host, "[") {
 		if !strings.HasSuffix(host, "]") {
-			return "", 0, fmt.Errorf("%q is not host:port", s)
+			return "", 0, fmt.Errorf("%s is not host:port", show(s))
 		}
 		host = host[1 : len(host)-1]
 		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
-			return "", 0, fmt.Errorf("%q is not host:port", s)
+			return "", 0, fmt.Errorf("%s is not host:port", show(s))
 		}
 	} else if strings.Contains(host, ":") {
-		return "", 0, fmt.Errorf("%q: put an IPv6 address in brackets", s)
+		return "", 0, fmt.Errorf("%s: put an IPv6 address in brackets", show(s))
 	}
 	port, err := strconv.ParseUint(ps, 10, 16)
 	if err != nil || port == 0 || host == "" || strings.ContainsAny(host, " \t[]") {
-		return "", 0, fmt.Errorf("%q is not host:port", s)
+		return "", 0, fmt.Errorf("%s is not host:port", show(s))
 	}
 	return host, uint16(port), nil
 }

@@ -98,7 +98,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty", "", []string{"no [Interface] section"}},
 		{"no private key", "[Interface]\nListenPort = 1\n", []string{"line 1: [Interface] has no PrivateKey"}},
 		{"bad private key", "[Interface]\nPrivateKey = abc\n", []string{"line 2: PrivateKey: not a WireGuard key"}},
-		{"key outside section", "ListenPort = 1\n", []string{"line 1: listenport outside a section"}},
+		{"key outside section", "ListenPort = 1\n", []string{`line 1: "listenport" outside a section`}},
 		{"unknown section", "[Foo]\n[Interface]\nPrivateKey = " + privA + "\n", []string{"line 1: unknown section"}},
 		{"unknown key", "[Interface]\nPrivateKey = " + privA + "\nColor = blue\n", []string{`line 3: unknown [Interface] key "color"`}},
 		{"hook refused", "[Interface]\nPrivateKey = " + privA + "\nPostUp = iptables -F\n", []string{"line 3: postup is a wg-quick hook"}},
