@@ -201,15 +201,6 @@ func (r *report) fail(at pos, path, hint, format string, args ...any) {
 	r.add(Error, at, path, hint, format, args...)
 }
 
-func (r *report) hasErrors() bool {
-	for _, d := range r.diags {
-		if d.Severity == Error {
-			return true
-		}
-	}
-	return false
-}
-
 // result sorts the diagnostics by place and splits them: warnings as a list,
 // errors joined into one error.
 func (r *report) result() ([]Diagnostic, error) {
