@@ -15,7 +15,6 @@ import (
 type procDef struct {
 	spec  procSpec
 	files map[string]render.Artifact // file name in the config folder -> artifact
-	role  string                     // what it is, for status
 }
 
 // artifact finds a rendered artifact by path.
@@ -89,7 +88,7 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 			if lab.LoadBalancer.AdminPort != 0 {
 				tcp = append(tcp, uint16(lab.LoadBalancer.AdminPort))
 			}
-			add(procDef{role: "load balancer", files: map[string]render.Artifact{"lb.yaml": a},
+			add(procDef{files: map[string]render.Artifact{"lb.yaml": a},
 				spec: procSpec{Name: g.NS, NS: g.NS, Argv: []string{"lb", "run", "--config", cfg}, TCP: tcp, UDP: udp}})
 		case spec.MachineVPN:
 			a, ok := artifact(arts, "wireguard/server.conf")
@@ -97,7 +96,7 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 				return nil, fmt.Errorf("the rendered artifacts have no wireguard/server.conf")
 			}
 			cfg := filepath.Join(p.l.config(g.NS), "server.conf")
-			add(procDef{role: "wireguard server", files: map[string]render.Artifact{"server.conf": a},
+			add(procDef{files: map[string]render.Artifact{"server.conf": a},
 				spec: procSpec{Name: g.NS, NS: g.NS, Argv: []string{"vpn", "run", "--config", cfg},
 					UDP: []uint16{uint16(lab.VPN.ListenPort)}}})
 		case spec.MachineControlPlane, spec.MachineWorker:
@@ -127,14 +126,13 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 				}
 				tcp = append(tcp, uint16(hp), uint16(sp))
 			}
-			add(procDef{role: "talos " + role + " stand-in",
-				spec: procSpec{Name: g.NS, NS: g.NS, Argv: argv, TCP: tcp}})
+			add(procDef{spec: procSpec{Name: g.NS, NS: g.NS, Argv: argv, TCP: tcp}})
 		}
 	}
 	if peer, ok := ClientPeer(lab, arts); ok {
 		a, _ := artifact(arts, "wireguard/peers/"+peer+".conf")
 		cfg := filepath.Join(p.l.config(topo.ClientNS), "client.conf")
-		add(procDef{role: "wireguard client (peer " + peer + ")", files: map[string]render.Artifact{"client.conf": a},
+		add(procDef{files: map[string]render.Artifact{"client.conf": a},
 			spec: procSpec{Name: topo.ClientNS, NS: topo.ClientNS, Argv: []string{"vpn", "run", "--config", cfg}}})
 	}
 	for i := range out {

@@ -1,4 +1,4 @@
-package local
+package local_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/homelab-dev/homelab/internal/apply"
+	"github.com/homelab-dev/homelab/internal/provider/local"
 	"github.com/homelab-dev/homelab/internal/provider/local/ns"
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
@@ -22,7 +23,7 @@ import (
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if err := CheckPrivileges(); err != nil {
+	if err := local.CheckPrivileges(); err != nil {
 		t.Skip("needs root (network namespaces, nftables, processes): run as root, e.g. sudo go test ./internal/provider/local/")
 	}
 }
@@ -72,7 +73,8 @@ type testLab struct {
 	dir      string
 	stateDir string
 	arts     []render.Artifact
-	p        *Provider
+	p        *local.Provider
+	exe      string
 }
 
 func uniqueName(t testing.TB) string {
@@ -101,7 +103,7 @@ func newTestLab(t testing.TB) *testLab {
 	if lab.Name != name {
 		t.Fatalf("lab name = %q, want %q", lab.Name, name)
 	}
-	tl := &testLab{lab: lab, dir: dir, stateDir: filepath.Join(dir, secrets.StateDirName)}
+	tl := &testLab{lab: lab, dir: dir, exe: exe, stateDir: filepath.Join(dir, secrets.StateDirName)}
 	store, err := secrets.OpenWithIdentity(tl.stateDir, filepath.Join(dir, "identity.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +115,7 @@ func newTestLab(t testing.TB) *testLab {
 	if tl.arts, err = render.Render(lab, bundle); err != nil {
 		t.Fatal(err)
 	}
-	if tl.p, err = New(lab, tl.stateDir, Options{Executable: exe}); err != nil {
+	if tl.p, err = local.New(lab, tl.stateDir, local.Options{Executable: exe}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

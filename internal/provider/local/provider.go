@@ -31,7 +31,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/homelab-dev/homelab/internal/apply"
 	"github.com/homelab-dev/homelab/internal/firewall"
 	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/provider"
@@ -653,8 +652,10 @@ func (p *Provider) ensureProcess(ctx context.Context, d procDef) error {
 		return ok && st.PID > 0 && listening(st.PID, d.spec.TCP, d.spec.UDP)
 	})
 	if !ready {
-		return apply.Transient(fmt.Errorf("%s did not become ready within %s (restarts %d); see %s%s",
-			d.spec.Name, p.ready, st.Restarts, p.l.log(d.spec.Name), logTail(p.l.log(d.spec.Name))))
+		// Not transient: a daemon that does not come up in this long is
+		// crashing or misconfigured, and its log says why.
+		return fmt.Errorf("%s did not become ready within %s (restarts %d); see %s%s",
+			d.spec.Name, p.ready, st.Restarts, p.l.log(d.spec.Name), logTail(p.l.log(d.spec.Name)))
 	}
 	return nil
 }

@@ -95,17 +95,27 @@ func (p *Provider) Daemons() ([]DaemonStatus, error) {
 	for _, name := range sortedKeys(specs) {
 		sp := specs[name]
 		ds := DaemonStatus{Name: name}
-		p.mu.Lock()
-		if d, ok := p.procs[name]; ok {
-			ds.Role = d.role
-		}
-		p.mu.Unlock()
+		ds.Role = p.daemonRole(name)
 		if st, ok := p.procState(sp); ok {
 			ds.PID, ds.Restarts, ds.Since = st.PID, st.Restarts, st.Started
 		}
 		out = append(out, ds)
 	}
 	return out, nil
+}
+
+// daemonRole says what the daemon in a namespace is.
+func (p *Provider) daemonRole(name string) string {
+	t := p.Topology()
+	if name == t.ClientNS {
+		return "wireguard client"
+	}
+	for _, g := range t.Guests {
+		if g.NS == name {
+			return guestKind(g.Machine)
+		}
+	}
+	return ""
 }
 
 func sortedKeys[V any](m map[string]V) []string {
