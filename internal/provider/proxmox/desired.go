@@ -60,6 +60,10 @@ type build struct {
 	config url.Values // parameters set on create and on update
 	fwOpts url.Values
 	group  string
+	// tun passes /dev/net/tun into a container (the VPN's userspace
+	// WireGuard); Proxmox lets only root@pam set devices, so it is done
+	// with pct set over SSH.
+	tun bool
 	// install
 	files   []installFile
 	service string
@@ -460,14 +464,14 @@ func (p *Provider) tagList(cfgHash, srcHash string) string {
 
 func (p *Provider) lxcBuild(m spec.Machine, tmplID string, netDeps []string) (*build, error) {
 	cfg := url.Values{
-		"hostname":   {m.Name},
-		"cores":      {strconv.Itoa(m.Cores)},
-		"memory":     {strconv.FormatUint(m.Memory.MiB(), 10)},
-		"swap":       {"0"},
-		"onboot":     {"1"},
-		"features":   {"nesting=1"},
-		"dev0":       {"/dev/net/tun"},
-		"startup":    {"order=1"},
+		"hostname": {m.Name},
+		"cores":    {strconv.Itoa(m.Cores)},
+		"memory":   {strconv.FormatUint(m.Memory.MiB(), 10)},
+		"swap":     {"0"},
+		"onboot":   {"1"},
+		"features": {"nesting=1"},
+		"dev0":     {"/dev/net/tun"},
+		"startup":  {"order=1"},
 	}
 	gwSet := false
 	for i, n := range m.NICs {
@@ -484,10 +488,10 @@ func (p *Provider) lxcBuild(m spec.Machine, tmplID string, netDeps []string) (*b
 		}
 		cfg.Set(fmt.Sprintf("net%d", i), s)
 	}
-	b := &build{m: m, config: cfg, group: p.groupOf(m)}
+	b := &build{m: m, config: cfg, group: p.groupOf(m), tun: m.Role == spec.MachineVPN}
 	b.fwOpts = url.Values{"enable": {"1"}, "policy_in": {"DROP"}, "policy_out": {"ACCEPT"}}
 	source := "vztmpl:" + lxcTemplate
-	h := hashValues(cfg, b.fwOpts, url.Values{"group": {b.group}})
+	h := hashValues(cfg, b.fwOpts, url.Values{"group": {b.group}, "tun": {boolStr(b.tun)}})
 	b.create = url.Values{
 		"unprivileged": {"1"},
 		"rootfs":       {fmt.Sprintf("%s:%d", p.px.Storage, m.Disk.GiB())},
@@ -509,15 +513,15 @@ func (p *Provider) vmBuild(m spec.Machine, image, snippet string, netDeps []stri
 		return nil, fmt.Errorf("vm %s: no image to build it from (is talos/schematic.id rendered?)", m.Name)
 	}
 	cfg := url.Values{
-		"name":    {m.Name},
-		"cores":   {strconv.Itoa(m.Cores)},
-		"memory":  {strconv.FormatUint(m.Memory.MiB(), 10)},
-		"ostype":  {"l26"},
-		"scsihw":  {"virtio-scsi-single"},
-		"agent":   {"enabled=1"},
-		"onboot":  {"1"},
-		"boot":    {"order=scsi0"},
-		"serial0": {"socket"},
+		"name":     {m.Name},
+		"cores":    {strconv.Itoa(m.Cores)},
+		"memory":   {strconv.FormatUint(m.Memory.MiB(), 10)},
+		"ostype":   {"l26"},
+		"scsihw":   {"virtio-scsi-single"},
+		"agent":    {"enabled=1"},
+		"onboot":   {"1"},
+		"boot":     {"order=scsi0"},
+		"serial0":  {"socket"},
 		"cicustom": {"user=" + snippet},
 	}
 	source := "debian-cloud"

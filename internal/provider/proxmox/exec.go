@@ -95,7 +95,7 @@ func (p *Provider) create(ctx context.Context, r plan.Resource, obs *plan.Resour
 			form.Set("iface", b.iface)
 			return p.post(ctx, p.nodePath("/network"), form, nil)
 		}
-		return p.put(ctx, p.nodePath("/network/"+url.PathEscape(b.iface)), form, nil)
+		return p.put(ctx, p.nodePath("/network/"+pveapi.Seg(b.iface)), form, nil)
 	case tNetApply:
 		apply.Report(ctx, 0.1, "reloading the node network")
 		return p.task(ctx, http.MethodPut, p.nodePath("/network"), nil)
@@ -127,7 +127,7 @@ func (p *Provider) delete(ctx context.Context, r plan.Resource) error {
 		if err := p.guardBridge(ctx, r.Name); err != nil {
 			return err
 		}
-		if err := p.del(ctx, p.nodePath("/network/"+url.PathEscape(r.Name)), nil, nil); err != nil && !pveapi.IsStatus(err, 404) {
+		if err := p.del(ctx, p.nodePath("/network/"+pveapi.Seg(r.Name)), nil, nil); err != nil && !pveapi.IsStatus(err, 404) {
 			return err
 		}
 		return p.task(ctx, http.MethodPut, p.nodePath("/network"), nil)
@@ -155,12 +155,12 @@ func (p *Provider) delete(ctx context.Context, r plan.Resource) error {
 		var entries []struct {
 			CIDR string `json:"cidr"`
 		}
-		base := "/cluster/firewall/ipset/" + url.PathEscape(r.Name)
+		base := "/cluster/firewall/ipset/" + pveapi.Seg(r.Name)
 		if err := p.get(ctx, base, nil, &entries); err != nil {
 			return err
 		}
 		for _, e := range entries {
-			if err := p.del(ctx, base+"/"+url.PathEscape(e.CIDR), nil, nil); err != nil {
+			if err := p.del(ctx, base+"/"+pveapi.Seg(e.CIDR), nil, nil); err != nil {
 				return err
 			}
 		}
@@ -169,7 +169,7 @@ func (p *Provider) delete(ctx context.Context, r plan.Resource) error {
 		if err := p.clearGroup(ctx, r.Name); err != nil {
 			return err
 		}
-		return p.del(ctx, "/cluster/firewall/groups/"+url.PathEscape(r.Name), nil, nil)
+		return p.del(ctx, "/cluster/firewall/groups/"+pveapi.Seg(r.Name), nil, nil)
 	case tImage:
 		return p.deleteVolume(ctx, r.Name)
 	case tTemplate:
@@ -199,7 +199,7 @@ func (p *Provider) guardBridge(ctx context.Context, iface string) error {
 		CIDR    string `json:"cidr"`
 		Address string `json:"address"`
 	}
-	if err := p.get(ctx, p.nodePath("/network/"+url.PathEscape(iface)), nil, &i); err != nil {
+	if err := p.get(ctx, p.nodePath("/network/"+pveapi.Seg(iface)), nil, &i); err != nil {
 		if pveapi.IsStatus(err, 404) || pveapi.IsStatus(err, 400) || pveapi.IsStatus(err, 500) {
 			return nil
 		}
@@ -224,9 +224,11 @@ func (p *Provider) guardBridge(ctx context.Context, iface string) error {
 func (p *Provider) natTable() string {
 	return "homelab_" + strings.ReplaceAll(tagSafe(p.lab.Name), "-", "_")
 }
-func (p *Provider) natFile() string    { return "/etc/homelab/" + tagSafe(p.lab.Name) + "-nat.nft" }
-func (p *Provider) natUnit() string    { return "homelab-" + tagSafe(p.lab.Name) + "-nat.service" }
-func (p *Provider) sysctlFile() string { return "/etc/sysctl.d/90-homelab-" + tagSafe(p.lab.Name) + ".conf" }
+func (p *Provider) natFile() string { return "/etc/homelab/" + tagSafe(p.lab.Name) + "-nat.nft" }
+func (p *Provider) natUnit() string { return "homelab-" + tagSafe(p.lab.Name) + "-nat.service" }
+func (p *Provider) sysctlFile() string {
+	return "/etc/sysctl.d/90-homelab-" + tagSafe(p.lab.Name) + ".conf"
+}
 
 func (p *Provider) applyNAT(ctx context.Context, b *build) error {
 	if err := p.needShell("the host's egress NAT for the admin and apps networks"); err != nil {
@@ -255,7 +257,7 @@ func (p *Provider) applyNAT(ctx context.Context, b *build) error {
 }
 
 func (p *Provider) applyIPSet(ctx context.Context, b *build, exists bool) error {
-	base := "/cluster/firewall/ipset/" + url.PathEscape(b.res.Name)
+	base := "/cluster/firewall/ipset/" + pveapi.Seg(b.res.Name)
 	have := map[string]bool{}
 	if !exists {
 		if err := p.post(ctx, "/cluster/firewall/ipset", url.Values{"name": {b.res.Name}, "comment": {p.ownComment()}}, nil); err != nil {
@@ -271,7 +273,7 @@ func (p *Provider) applyIPSet(ctx context.Context, b *build, exists bool) error 
 		for _, e := range entries {
 			have[e.CIDR] = true
 			if !slices.Contains(b.cidrs, e.CIDR) {
-				if err := p.del(ctx, base+"/"+url.PathEscape(e.CIDR), nil, nil); err != nil {
+				if err := p.del(ctx, base+"/"+pveapi.Seg(e.CIDR), nil, nil); err != nil {
 					return err
 				}
 			}
@@ -294,7 +296,7 @@ func (p *Provider) clearGroup(ctx context.Context, group string) error {
 		return err
 	}
 	for i := len(rs) - 1; i >= 0; i-- {
-		if err := p.del(ctx, "/cluster/firewall/groups/"+url.PathEscape(group)+"/"+strconv.Itoa(i), nil, nil); err != nil {
+		if err := p.del(ctx, "/cluster/firewall/groups/"+pveapi.Seg(group)+"/"+strconv.Itoa(i), nil, nil); err != nil {
 			return err
 		}
 	}
@@ -313,7 +315,7 @@ func (p *Provider) applyGroup(ctx context.Context, b *build, exists bool) error 
 	for i, r := range b.rules {
 		f := r.form()
 		f.Set("pos", strconv.Itoa(i))
-		if err := p.post(ctx, "/cluster/firewall/groups/"+url.PathEscape(g), f, nil); err != nil {
+		if err := p.post(ctx, "/cluster/firewall/groups/"+pveapi.Seg(g), f, nil); err != nil {
 			return err
 		}
 	}
@@ -322,7 +324,7 @@ func (p *Provider) applyGroup(ctx context.Context, b *build, exists bool) error 
 
 func (p *Provider) listVolumes(ctx context.Context, content string) ([]volume, error) {
 	var vols []volume
-	err := p.get(ctx, p.nodePath("/storage/"+url.PathEscape(p.px.ImageStorage)+"/content"), url.Values{"content": {content}}, &vols)
+	err := p.get(ctx, p.nodePath("/storage/"+pveapi.Seg(p.px.ImageStorage)+"/content"), url.Values{"content": {content}}, &vols)
 	return vols, err
 }
 
@@ -339,7 +341,7 @@ func (p *Provider) download(ctx context.Context, b *build) error {
 		}
 	}
 	apply.Report(ctx, 0.05, "downloading "+b.filename)
-	return p.task(ctx, http.MethodPost, p.nodePath("/storage/"+url.PathEscape(p.px.ImageStorage)+"/download-url"),
+	return p.task(ctx, http.MethodPost, p.nodePath("/storage/"+pveapi.Seg(p.px.ImageStorage)+"/download-url"),
 		url.Values{"content": {b.content}, "filename": {b.filename}, "url": {b.url}})
 }
 
@@ -390,7 +392,7 @@ func (p *Provider) deleteVolume(ctx context.Context, volid string) error {
 		return nil
 	}
 	var upid string
-	err := p.del(ctx, p.nodePath("/storage/"+url.PathEscape(p.px.ImageStorage)+"/content/"+url.PathEscape(volid)), nil, &upid)
+	err := p.del(ctx, p.nodePath("/storage/"+pveapi.Seg(p.px.ImageStorage)+"/content/"+pveapi.Seg(volid)), nil, &upid)
 	if err != nil {
 		return err
 	}
@@ -508,6 +510,14 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 			}
 		}
 	}
+	if b.tun {
+		if err := p.needShell("passing /dev/net/tun into " + m.Name); err != nil {
+			return err
+		}
+		if _, err := p.shell.Run(ctx, nil, "pct", "set", strconv.Itoa(m.VMID), "--dev0", "/dev/net/tun"); err != nil {
+			return err
+		}
+	}
 	apply.Report(ctx, 0.8, "firewall")
 	if err := p.put(ctx, gp+"/firewall/options", b.fwOpts, nil); err != nil {
 		return err
@@ -533,7 +543,7 @@ func (p *Provider) deleteGuest(ctx context.Context, r plan.Resource) error {
 	if node == "" {
 		node = p.px.Node
 	}
-	gp := "/nodes/" + url.PathEscape(node) + guestPath(kind) + strconv.Itoa(vmid)
+	gp := "/nodes/" + pveapi.Seg(node) + guestPath(kind) + strconv.Itoa(vmid)
 	// Check the mark again, right before deleting.
 	var cfg map[string]any
 	if err := p.get(ctx, gp+"/config", nil, &cfg); err != nil {
@@ -564,7 +574,7 @@ func (p *Provider) stopGuest(ctx context.Context, node, kind string, vmid int) e
 	if node == "" {
 		node = p.px.Node
 	}
-	return p.task(ctx, http.MethodPost, "/nodes/"+url.PathEscape(node)+guestPath(kind)+strconv.Itoa(vmid)+"/status/stop", nil)
+	return p.task(ctx, http.MethodPost, "/nodes/"+pveapi.Seg(node)+guestPath(kind)+strconv.Itoa(vmid)+"/status/stop", nil)
 }
 
 func (p *Provider) start(ctx context.Context, b *build) error {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,7 +97,13 @@ func (s *syncBuf) String() string {
 func newFixture(t testing.TB, opts pvesim.Options) *fixture {
 	srv := startSim(t, opts)
 	lab := refLab(t, srv.URL, srv.TokenID)
-	return &fixture{srv: srv, lab: lab, arts: fakeArts(lab), shell: NewMemShell(), bin: fakeBinary(t), log: &syncBuf{}}
+	sh := NewMemShell()
+	sh.OnWrite = func(path string, data []byte) {
+		if name, ok := strings.CutPrefix(path, "/var/lib/vz/snippets/"); ok {
+			srv.AddVolume(pvesim.Volume{VolID: "local:snippets/" + name, Content: "snippets", Size: int64(len(data))})
+		}
+	}
+	return &fixture{srv: srv, lab: lab, arts: fakeArts(lab), shell: sh, bin: fakeBinary(t), log: &syncBuf{}}
 }
 
 func (f *fixture) options() Options {

@@ -28,6 +28,9 @@ type MemShell struct {
 	SnippetDir string
 	// Fail, when set, makes commands whose first words match fail.
 	Fail string
+	// OnWrite, when set, is called for each host file written (a test
+	// uses it to show snippets to a simulated API).
+	OnWrite func(path string, data []byte)
 }
 
 // NewMemShell returns an empty host.
@@ -68,6 +71,9 @@ func (s *MemShell) run(vmid int, stdin []byte, argv []string) ([]byte, error) {
 	switch {
 	case len(argv) == 6 && argv[0] == "install" && argv[1] == "-D" && argv[2] == "-m" && argv[4] == "/dev/stdin":
 		fs[argv[5]] = slices.Clone(stdin)
+		if vmid == 0 && s.OnWrite != nil {
+			s.OnWrite(argv[5], stdin)
+		}
 		return nil, nil
 	case len(argv) == 2 && argv[0] == "cat":
 		d, ok := fs[argv[1]]
@@ -105,6 +111,8 @@ func (s *MemShell) run(vmid int, stdin []byte, argv []string) ([]byte, error) {
 			return fail("bad vmid")
 		}
 		return s.run(id, stdin, argv[4:])
+	case len(argv) == 5 && argv[0] == "pct" && argv[1] == "set" && argv[3] == "--dev0" && vmid == 0:
+		return nil, nil
 	case len(argv) == 3 && argv[0] == "mkdir" && argv[1] == "-p":
 		return nil, nil
 	case len(argv) == 2 && argv[0] == "systemctl" && argv[1] == "daemon-reload":

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/homelab-dev/homelab/internal/plan"
+	"github.com/homelab-dev/homelab/internal/provider/proxmox/pveapi"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
 
@@ -102,6 +103,15 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		if len(ownTags) == 2 && ownTags[0] != "homelab" {
 			ownTags[0], ownTags[1] = ownTags[1], ownTags[0]
 		}
+		if g.MaxDisk == 0 {
+			// Proxmox reports the boot disk's size in maxdisk; when an
+			// API does not, the guest's config says it.
+			size, err := p.bootDiskSize(ctx, g)
+			if err != nil {
+				return nil, p.explain(err, "reading the config of guest "+strconv.Itoa(g.VMID))
+			}
+			g.MaxDisk = size
+		}
 		attrs := map[string]string{
 			"vmid":   strconv.Itoa(g.VMID),
 			"cores":  strconv.Itoa(int(g.MaxCPU)),
@@ -173,7 +183,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 
 	// Image storage: images, the template and the snippets.
 	var vols []volume
-	if err := p.get(ctx, p.nodePath("/storage/"+url.PathEscape(p.px.ImageStorage)+"/content"), nil, &vols); err != nil {
+	if err := p.get(ctx, p.nodePath("/storage/"+pveapi.Seg(p.px.ImageStorage)+"/content"), nil, &vols); err != nil {
 		return nil, p.explain(err, "listing storage "+p.px.ImageStorage)
 	}
 	p.mu.Lock()
@@ -208,6 +218,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		return nil, err
 	}
 	out = append(out, fw...)
+	linkObserved(out)
 
 	// Through SSH: the host NAT and what is installed in running containers.
 	if p.shell != nil {
@@ -262,7 +273,7 @@ func (p *Provider) observeFirewall(ctx context.Context) ([]plan.Resource, error)
 		var entries []struct {
 			CIDR string `json:"cidr"`
 		}
-		if err := p.get(ctx, "/cluster/firewall/ipset/"+url.PathEscape(s.Name), nil, &entries); err != nil {
+		if err := p.get(ctx, "/cluster/firewall/ipset/"+pveapi.Seg(s.Name), nil, &entries); err != nil {
 			return nil, p.explain(err, "reading IP set "+s.Name)
 		}
 		var cs []string
@@ -305,7 +316,7 @@ type liveRule struct {
 
 func (p *Provider) groupRulesLive(ctx context.Context, group string) ([]fwRule, error) {
 	var live []liveRule
-	if err := p.get(ctx, "/cluster/firewall/groups/"+url.PathEscape(group), nil, &live); err != nil {
+	if err := p.get(ctx, "/cluster/firewall/groups/"+pveapi.Seg(group), nil, &live); err != nil {
 		return nil, p.explain(err, "reading security group "+group)
 	}
 	slices.SortFunc(live, func(a, b liveRule) int { return a.Pos - b.Pos })
@@ -349,4 +360,80 @@ func (p *Provider) Status(ctx context.Context, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// bootDiskSize reads the size of a guest's boot disk (scsi0 or rootfs)
+// from its config.
+func (p *Provider) bootDiskSize(ctx context.Context, g clusterGuest) (int64, error) {
+	var cfg map[string]any
+	if err := p.get(ctx, "/nodes/"+pveapi.Seg(g.Node)+guestPath(g.Type)+strconv.Itoa(g.VMID)+"/config", nil, &cfg); err != nil {
+		return 0, err
+	}
+	key := "scsi0"
+	if g.Type == "lxc" {
+		key = "rootfs"
+	}
+	v, _ := cfg[key].(string)
+	for _, opt := range strings.Split(v, ",") {
+		if s, ok := strings.CutPrefix(opt, "size="); ok {
+			return parseDiskSize(s), nil
+		}
+	}
+	return 0, nil
+}
+
+// parseDiskSize reads Proxmox's disk-size format (2G, 512M, 1T, bytes).
+func parseDiskSize(s string) int64 {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "T"):
+		mult, s = 1<<40, strings.TrimSuffix(s, "T")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0
+	}
+	return int64(f * float64(mult))
+}
+
+// linkObserved gives observed resources the dependencies a destroy must
+// respect: containers and VMs go before the bridges, firewall groups and
+// snippets they use, a guest's start (stop) and install before the guest,
+// groups before the IP sets their rules name.
+func linkObserved(rs []plan.Resource) {
+	byType := map[string][]string{}
+	for _, r := range rs {
+		byType[r.Type] = append(byType[r.Type], r.ID())
+	}
+	for i := range rs {
+		r := &rs[i]
+		switch r.Type {
+		case tStart:
+			for _, t := range []string{tVM, tLXC} {
+				if slices.Contains(byType[t], t+"/"+r.Name) {
+					r.DependsOn = append(r.DependsOn, t+"/"+r.Name)
+				}
+			}
+		case tInstall:
+			r.DependsOn = append(r.DependsOn, tStart+"/"+r.Name)
+		case tVM, tLXC:
+			r.DependsOn = append(r.DependsOn, byType[tNetApply]...)
+			r.DependsOn = append(r.DependsOn, byType[tGroup]...)
+			if slices.Contains(byType[tSnippet], tSnippet+"/"+r.Name) {
+				r.DependsOn = append(r.DependsOn, tSnippet+"/"+r.Name)
+			}
+		case tNetApply:
+			r.DependsOn = append(r.DependsOn, byType[tBridge]...)
+		case tHostNAT:
+			r.DependsOn = append(r.DependsOn, byType[tNetApply]...)
+		case tGroup:
+			r.DependsOn = append(r.DependsOn, byType[tIPSet]...)
+		}
+	}
 }

@@ -335,7 +335,7 @@ func managementAddrs(ctx context.Context, host string) []netip.Addr {
 }
 
 func (p *Provider) nodePath(suffix string) string {
-	return "/nodes/" + url.PathEscape(p.px.Node) + suffix
+	return "/nodes/" + pveapi.Seg(p.px.Node) + suffix
 }
 
 func (p *Provider) acquire(ctx context.Context) error {

@@ -23,10 +23,10 @@ func hintOf(err error) string {
 func TestNewErrors(t *testing.T) {
 	f := newFixture(t, pvesim.Options{})
 	tests := []struct {
-		name    string
-		edit    func(o *Options)
-		want    string
-		hint    string
+		name string
+		edit func(o *Options)
+		want string
+		hint string
 	}{
 		{
 			name: "refused token",

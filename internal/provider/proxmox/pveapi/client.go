@@ -138,7 +138,15 @@ func IsStatus(err error, status int) bool {
 	return errors.As(err, &e) && e.Status == status
 }
 
-// Get calls GET path with query parameters and decodes data into out (may be nil).
+// Seg escapes one path segment, keeping the characters a URL path may
+// hold as they are (a UPID's ':' and '!', a volume ID's ':'), as the
+// Proxmox tools do.
+func Seg(s string) string {
+	e := url.PathEscape(s)
+	return strings.NewReplacer("%21", "!", "%3A", ":", "%40", "@", "%2B", "+", "%3D", "=", "%24", "$", "%26", "&").Replace(e)
+}
+
+// Get calls GET path (its segments escaped with Seg) with query parameters and decodes data into out (may be nil).
 func (c *Client) Get(ctx context.Context, path string, q url.Values, out any) error {
 	return c.do(ctx, http.MethodGet, path, q, out, true)
 }
@@ -189,7 +197,13 @@ func (c *Client) do(ctx context.Context, method, path string, params url.Values,
 
 func (c *Client) once(ctx context.Context, method, path string, params url.Values, out any) error {
 	u := *c.base
-	u.Path += path
+	u.RawPath = c.base.EscapedPath() + path
+	if p, err := url.PathUnescape(u.RawPath); err == nil {
+		u.Path = p
+	} else {
+		u.Path += path
+		u.RawPath = ""
+	}
 	var body io.Reader
 	if method == http.MethodGet || method == http.MethodDelete {
 		u.RawQuery = params.Encode()
@@ -263,4 +277,3 @@ func scrub(err error) error {
 	}
 	return err
 }
-

@@ -65,7 +65,7 @@ func (c *Client) WaitTask(ctx context.Context, upid string, progress func(line s
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
 	}
-	base := "/nodes/" + url.PathEscape(node) + "/tasks/" + url.PathEscape(upid)
+	base := "/nodes/" + Seg(node) + "/tasks/" + Seg(upid)
 	for {
 		var st struct {
 			Status     string `json:"status"`
@@ -98,7 +98,7 @@ func (c *Client) TaskLog(ctx context.Context, upid string, n int) ([]string, err
 		T string `json:"t"`
 	}
 	q := url.Values{"start": {"0"}, "limit": {"1000"}}
-	if err := c.Get(ctx, "/nodes/"+url.PathEscape(node)+"/tasks/"+url.PathEscape(upid)+"/log", q, &lines); err != nil {
+	if err := c.Get(ctx, "/nodes/"+Seg(node)+"/tasks/"+Seg(upid)+"/log", q, &lines); err != nil {
 		return nil, err
 	}
 	var out []string

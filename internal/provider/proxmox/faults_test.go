@@ -1,0 +1,288 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homelab-dev/homelab/internal/apply"
+	"github.com/homelab-dev/homelab/internal/pvesim"
+)
+
+// guestsByName counts the simulator's guests per name.
+func guestsByName(srv *pvesim.Server) map[string][]int {
+	out := map[string][]int{}
+	for id, g := range srv.Snapshot().Guests {
+		n := g.Config["name"]
+		if g.Type == "lxc" {
+			n = g.Config["hostname"]
+		}
+		out[n] = append(out[n], id)
+	}
+	return out
+}
+
+func checkNoDuplicates(t *testing.T, srv *pvesim.Server) {
+	t.Helper()
+	for n, ids := range guestsByName(srv) {
+		if len(ids) > 1 {
+			t.Errorf("guest %s exists %d times: %v", n, len(ids), ids)
+		}
+	}
+}
+
+// mustConverge applies until nothing is left to do, at most twice.
+func mustConverge(t *testing.T, f *fixture, p *Provider) {
+	t.Helper()
+	ctx := context.Background()
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply after the fault: %v\nplan:\n%s", err, describe(pl))
+	}
+	pl, err := planFor(ctx, p, f.lab, f.arts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pl.Empty() {
+		t.Fatalf("plan after the converging apply is not empty:\n%s", describe(pl))
+	}
+	checkNoDuplicates(t, f.srv)
+	if want := len(f.lab.Machines()); len(guestsByName(f.srv)) != want {
+		t.Errorf("simulator has %d guests, want %d", len(guestsByName(f.srv)), want)
+	}
+}
+
+func TestFaultsThenConverge(t *testing.T) {
+	tests := []struct {
+		name   string
+		inject func(srv *pvesim.Server)
+		// want is a line the failed apply's error must hold.
+		want string
+	}{
+		{
+			name:   "5xx on every try",
+			inject: func(srv *pvesim.Server) { srv.FailNext("POST", "/nodes/{node}/qemu", 20, 500, "got timeout") },
+			want:   "create vm/lab-cp-1: creating vm/lab-cp-1: POST /nodes/pve/qemu: 500 got timeout",
+		},
+		{
+			name:   "failed task",
+			inject: func(srv *pvesim.Server) { srv.FailNextTask("download", "download failed: 404 Not Found") },
+			want:   "failed: download failed: 404 Not Found",
+		},
+		{
+			name:   "dropped connection",
+			inject: func(srv *pvesim.Server) { srv.DropNext("POST", "/nodes/{node}/lxc", 5) },
+			want:   "POST /nodes/pve/lxc: EOF",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, pvesim.Options{})
+			p := f.provider(t)
+			tt.inject(f.srv)
+			pl, err := converge(context.Background(), p, f.lab, f.arts, false)
+			if err == nil {
+				t.Fatalf("apply with an injected fault succeeded\nplan:\n%s", describe(pl))
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("apply error = %v\nwant it to hold %q", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), "run apply again to converge") {
+				t.Errorf("apply error does not say how to go on: %v", err)
+			}
+			mustConverge(t, f, p)
+			checkViolations(t, f.srv)
+		})
+	}
+}
+
+func TestTaskFailureShowsLog(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if _, err := p.Desired(f.lab, f.arts); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.FailNextTask("download", "download failed: 404 Not Found")
+	r := p.want["image/local:import/debian-12-genericcloud-amd64.qcow2"].res
+	err := p.Create(ctx, r)
+	want := "creating image/local:import/debian-12-genericcloud-amd64.qcow2: task download debian-12-genericcloud-amd64.qcow2 failed: download failed: 404 Not Found\n    task log (last lines):\n"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Create() error = %v\nwant it to start with %q", err, want)
+	}
+	if !strings.Contains(err.Error(), "\n    | TASK ERROR: download failed: 404 Not Found") {
+		t.Errorf("error does not show the task log's last line:\n%v", err)
+	}
+	if apply.IsTransient(err) {
+		t.Errorf("a failed task is not worth retrying as is")
+	}
+}
+
+func TestCrashBetweenSteps(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	// Slow guest creation, then "crash" (cancel) while guests are being made.
+	f.srv.SetTaskLatency("qmcreate", 200*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for ctx.Err() == nil {
+			if len(guestsByName(f.srv)) >= 2 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := converge(ctx, p, f.lab, f.arts, false)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("interrupted apply error = %v, want a cancellation", err)
+	}
+	f.srv.SetTaskLatency("qmcreate", time.Second)
+	mustConverge(t, f, p)
+	checkViolations(t, f.srv)
+}
+
+func TestDestroyAndForeignGuest(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	// A guest that is not the lab's, with a lab-like name.
+	form := url.Values{"vmid": {"300"}, "name": {"lab-cp-9"}, "memory": {"512"}, "tags": {"homelab;other"}}
+	if err := p.api.Post(ctx, "/nodes/pve/qemu", form, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := f.srv.Snapshot().Guests[300]
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply: %v\n%s", err, describe(pl))
+	}
+	pl, err := converge(ctx, p, f.lab, f.arts, true)
+	if err != nil {
+		t.Fatalf("destroy: %v\n%s", err, describe(pl))
+	}
+	snap := f.srv.Snapshot()
+	if len(snap.Guests) != 1 || snap.Guests[300] == nil {
+		t.Errorf("after destroy the guests are %v, want only the foreign guest 300", mapsKeys(snap.Guests))
+	} else if fmt.Sprint(snap.Guests[300].Config) != fmt.Sprint(before.Config) {
+		t.Errorf("foreign guest changed: %v -> %v", before.Config, snap.Guests[300].Config)
+	}
+	for _, c := range f.srv.Calls() {
+		if strings.Contains(c.Path, "/300") && c.Method != "GET" {
+			t.Errorf("the provider sent %s %s to the foreign guest", c.Method, c.Path)
+		}
+	}
+	// Nothing of the lab's is left but the kept images.
+	obs, err := p.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, r := range obs {
+		if r.Type != tImage && r.Type != tTemplate {
+			left = append(left, r.ID())
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("destroy left lab objects: %v", left)
+	}
+	kept, _ := p.Kept(ctx)
+	if len(kept) != 3 {
+		t.Errorf("Kept() = %v, want the two images and the template", kept)
+	}
+	for id := range snap.Nodes["pve"].Pending {
+		t.Errorf("pending network change left: %s", id)
+	}
+	for _, n := range []string{"vmbr1", "vmbr2"} {
+		if _, ok := snap.Nodes["pve"].Running[n]; ok {
+			t.Errorf("bridge %s is still there", n)
+		}
+	}
+	if len(snap.Groups) != 0 || len(snap.IPSets) != 0 {
+		t.Errorf("firewall groups %v or IP sets %v left", mapsKeys(snap.Groups), mapsKeys(snap.IPSets))
+	}
+	checkViolations(t, f.srv)
+
+	// With PurgeImages the images go too.
+	o := f.options()
+	o.PurgeImages = true
+	p2, err := New(ctx, f.lab, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := converge(ctx, p2, f.lab, f.arts, true); err != nil {
+		t.Fatal(err)
+	}
+	for id, v := range f.srv.Snapshot().Volumes {
+		if v.Content == "import" || v.Content == "vztmpl" {
+			t.Errorf("volume %s left after destroy with PurgeImages", id)
+		}
+	}
+}
+
+func TestVMIDTakenByForeignGuest(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if err := p.api.Post(ctx, "/nodes/pve/qemu", url.Values{"vmid": {"110"}, "name": {"someone-else"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := converge(ctx, p, f.lab, f.arts, false)
+	want := `create vm/lab-manager: creating vm/lab-manager: VMID 110 is already used by guest "someone-else", which is not lab-manager of lab lab`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("apply error = %v\nwant it to hold %s", err, want)
+	}
+	if g := f.srv.Snapshot().Guests[110]; g == nil || g.Config["name"] != "someone-else" {
+		t.Errorf("guest 110 was changed: %+v", g)
+	}
+}
+
+func TestMinimalPrivileges(t *testing.T) {
+	tok := pvesim.Token{ID: "homelab@pve!homelab", Secret: "5f0c8a5e-0000-4000-8000-000000000001",
+		Privs: map[string][]string{"/": Privileges}}
+	f := newFixture(t, pvesim.Options{Tokens: []pvesim.Token{tok}})
+	p := f.provider(t)
+	ctx := context.Background()
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply with the documented privileges: %v\n%s", err, describe(pl))
+	}
+	if pl, err := converge(ctx, p, f.lab, f.arts, true); err != nil {
+		t.Fatalf("destroy with the documented privileges: %v\n%s", err, describe(pl))
+	}
+	checkViolations(t, f.srv)
+}
+
+func TestMissingPrivilege(t *testing.T) {
+	privs := slices.DeleteFunc(slices.Clone(Privileges), func(s string) bool { return s == "VM.Allocate" })
+	tok := pvesim.Token{ID: "homelab@pve!homelab", Secret: "5f0c8a5e-0000-4000-8000-000000000002",
+		Privs: map[string][]string{"/": privs}}
+	f := newFixture(t, pvesim.Options{Tokens: []pvesim.Token{tok}})
+	p := f.provider(t)
+	ctx := context.Background()
+	if _, err := p.Desired(f.lab, f.arts); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Create(ctx, p.want["vm/lab-manager"].res)
+	want := `creating vm/lab-manager: token "homelab@pve!homelab" lacks privilege VM.Allocate on /vms/110`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Create() error = %v\nwant %s", err, want)
+	}
+	if h := hintOf(err); !strings.Contains(h, "pveum acl modify /vms/110 --tokens 'homelab@pve!homelab' --roles HomelabProvisioner") {
+		t.Errorf("hint = %q", h)
+	}
+	var ae interface{ Temporary() bool }
+	if errors.As(err, &ae) && ae.Temporary() {
+		t.Errorf("a refused privilege is not temporary")
+	}
+}
+
+func mapsKeys[K comparable, V any](m map[K]V) []K {
+	var out []K
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
