@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -44,11 +46,13 @@ the diagnostics. Exit status: 0 valid, 1 errors.`,
 				}
 				return err
 			}
+			// Errors and warnings together, in file order.
+			all := append(slices.Clone(diags), warns...)
+			slices.SortStableFunc(all, func(a, b spec.Diagnostic) int {
+				return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+			})
 			stderr := cmd.ErrOrStderr()
-			for _, d := range warns {
-				fmt.Fprintln(stderr, d.Error())
-			}
-			for _, d := range diags {
+			for _, d := range all {
 				fmt.Fprintln(stderr, d.Error())
 			}
 			out := cmd.OutOrStdout()

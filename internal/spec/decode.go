@@ -143,6 +143,7 @@ func (d *decoder) decode(n ast.Node, path string, v reflect.Value) {
 		d.r.fail(nodePos(n), path, "", "the document nests more than %d levels deep", maxDepth)
 		return
 	}
+	orig := n
 	n = d.resolve(n, path)
 	if n == nil {
 		return
@@ -151,6 +152,9 @@ func (d *decoder) decode(n ast.Node, path string, v reflect.Value) {
 		return // absent: keep the zero value, defaults fill it later
 	}
 	at := nodePos(n)
+	if _, alias := orig.(*ast.AliasNode); alias {
+		at = nodePos(orig) // point at the use, not at the anchor
+	}
 
 	if v.Kind() == reflect.Pointer {
 		if v.IsNil() {

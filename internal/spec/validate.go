@@ -325,7 +325,8 @@ func (l *Lab) validateGuests(r *report) {
 	}
 
 	ms := l.Machines()
-	vmids := map[int]string{}
+	type holder struct{ name, path string }
+	vmids := map[int]holder{}
 	addrs := map[netip.Addr]string{}
 	for _, m := range ms {
 		if m.VMID != 0 {
@@ -334,9 +335,16 @@ func (l *Lab) validateGuests(r *report) {
 				vp = child(m.Path, "vmidStart")
 			}
 			if other, dup := vmids[m.VMID]; dup {
-				r.errorf(vp, "give each guest its own VMID (pools count up from vmidStart)", "VMID %d of %s is already used by %s", m.VMID, m.Name, other)
+				// Point at the VMID the user wrote, not at a default.
+				at := vp
+				if _, given := r.at[vp]; !given {
+					if _, given := r.at[other.path]; given {
+						at = other.path
+					}
+				}
+				r.errorf(at, "give each guest its own VMID (pools count up from vmidStart)", "VMID %d is used by both %s and %s", m.VMID, other.name, m.Name)
 			} else {
-				vmids[m.VMID] = m.Name
+				vmids[m.VMID] = holder{m.Name, vp}
 			}
 		}
 		if r.netsBroken {
@@ -645,6 +653,11 @@ func (l *Lab) validateCluster(r *report) {
 		r.errorf("cluster.talosVersion", "write a release tag, for example v1.13.9", "invalid Talos version %q", c.TalosVersion)
 	default:
 		tv, _ = compatibility.ParseTalosVersion(&machine.VersionInfo{Tag: c.TalosVersion})
+		if _, _, known := kubernetesRange(tv); tv == nil || !known {
+			r.errorf("cluster.talosVersion", "use a Talos release this build knows, for example v1.13.9",
+				"Talos %s is not in Talos's compatibility table", c.TalosVersion)
+			tv = nil
+		}
 	}
 	switch {
 	case c.KubernetesVersion == "":
@@ -657,7 +670,11 @@ func (l *Lab) validateCluster(r *report) {
 			err = kv.SupportedWith(tv)
 		}
 		if err != nil {
-			r.errorf("cluster.kubernetesVersion", "pick a Kubernetes version in the range Talos supports (see the Talos support matrix); Talos v1.13 supports v1.31 to v1.36",
+			hint := "pick a Kubernetes version that this Talos release supports (see the Talos support matrix)"
+			if lo, hi, ok := kubernetesRange(tv); ok {
+				hint = fmt.Sprintf("Talos %s supports Kubernetes v1.%d to v1.%d", c.TalosVersion, lo, hi)
+			}
+			r.errorf("cluster.kubernetesVersion", hint,
 				"Talos %s does not support Kubernetes %s: %v", c.TalosVersion, c.KubernetesVersion, err)
 		}
 	}
@@ -770,6 +787,22 @@ func (l *Lab) validateCluster(r *report) {
 	}
 }
 
+// kubernetesRange asks Talos's own compatibility table which Kubernetes
+// minor versions (1.lo to 1.hi) a Talos version supports.
+func kubernetesRange(tv *compatibility.TalosVersion) (lo, hi int, ok bool) {
+	for minor := 0; minor < 100; minor++ {
+		kv, err := compatibility.ParseKubernetesVersion(fmt.Sprintf("1.%d.0", minor))
+		if err != nil || kv.SupportedWith(tv) != nil {
+			continue
+		}
+		if !ok {
+			lo, ok = minor, true
+		}
+		hi = minor
+	}
+	return lo, hi, ok
+}
+
 func (l *Lab) validateGitOps(r *report) {
 	g := &l.GitOps
 	if g.Engine != "flux" {
@@ -803,8 +836,8 @@ func (l *Lab) validateGitOps(r *report) {
 
 func (l *Lab) validateCapacity(r *report) {
 	h := &l.Host
-	if h.Memory == 0 || h.Disk == 0 || h.Cores < 1 {
-		return
+	if h.Memory == 0 || h.Disk == 0 || h.Cores < 1 || h.Reserve.Memory >= h.Memory || h.Reserve.Disk >= h.Disk {
+		return // reported on the host already
 	}
 	b := l.Budget()
 	if b.Used.Memory > b.Available.Memory {
