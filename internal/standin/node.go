@@ -211,6 +211,12 @@ func (n *Node) Listen() error {
 // Run serves until ctx is done or Close is called. It returns nil then,
 // or the first error that stopped a listener.
 func (n *Node) Run(ctx context.Context) error {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return nil
+	}
 	if err := n.Listen(); err != nil {
 		return err
 	}

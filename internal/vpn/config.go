@@ -202,13 +202,13 @@ func (f *Interface) set(key, value string) error {
 	case "privatekey":
 		k, err := ParseKey(value)
 		if err != nil {
-			return fmt.Errorf("PrivateKey: %w", err)
+			return keyErr("PrivateKey", err)
 		}
 		f.PrivateKey = PrivateKey(k)
 	case "address":
 		ps, err := parsePrefixes(value, true)
 		if err != nil {
-			return fmt.Errorf("Address: %w", err)
+			return keyErr("Address", err)
 		}
 		f.Addresses = append(f.Addresses, ps...)
 	case "listenport":
@@ -245,25 +245,25 @@ func (p *Peer) set(key, value string) error {
 	case "publickey":
 		k, err := ParseKey(value)
 		if err != nil {
-			return fmt.Errorf("PublicKey: %w", err)
+			return keyErr("PublicKey", err)
 		}
 		p.PublicKey = k
 	case "presharedkey":
 		k, err := ParseKey(value)
 		if err != nil {
-			return fmt.Errorf("PresharedKey: %w", err)
+			return keyErr("PresharedKey", err)
 		}
 		p.PresharedKey = k
 	case "allowedips":
 		ps, err := parsePrefixes(value, false)
 		if err != nil {
-			return fmt.Errorf("AllowedIPs: %w", err)
+			return keyErr("AllowedIPs", err)
 		}
 		p.AllowedIPs = append(p.AllowedIPs, ps...)
 	case "endpoint":
 		host, port, err := splitHostPort(value)
 		if err != nil {
-			return fmt.Errorf("Endpoint: %w", err)
+			return keyErr("Endpoint", err)
 		}
 		p.Endpoint = joinHostPort(host, port)
 	case "persistentkeepalive":
@@ -281,6 +281,9 @@ func (p *Peer) set(key, value string) error {
 	}
 	return nil
 }
+
+// keyErr names the config key a value error is about.
+func keyErr(key string, err error) error { return fmt.Errorf("%s: %w", key, err) }
 
 // show quotes a value for an error message, unless it holds a run of 16
 // or more base64 characters: it may be a key pasted in the wrong place,
