@@ -28,7 +28,7 @@ func (tl *testLab) homelab(args ...string) *exec.Cmd {
 // and destroy leaves nothing behind.
 func TestKilledApplyConverges(t *testing.T) {
 	tl := newTestLab(t)
-	for _, after := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+	for _, after := range []time.Duration{15 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond, 150 * time.Millisecond, 250 * time.Millisecond} {
 		cmd := tl.homelab("apply")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

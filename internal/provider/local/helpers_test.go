@@ -38,6 +38,9 @@ var (
 // the daemons are that binary's subcommands.
 func homelabBinary(t testing.TB) string {
 	t.Helper()
+	if exe := os.Getenv("HOMELAB_TEST_BINARY"); exe != "" {
+		return exe // a prebuilt homelab (for example to test another build)
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "homelab-bin-")
 		if err != nil {

@@ -128,7 +128,7 @@ func TestReferenceLab(t *testing.T) {
 		if err := tl.p.Delete(ctx, plan.Resource{Type: local.TypeProcess, Name: w1.NS}); err != nil {
 			t.Fatal(err)
 		}
-		if !eventually(15*time.Second, func() bool { return serverState(t, tl.p, appsAddr) == "down" }) {
+		if !eventually(30*time.Second, func() bool { return serverState(t, tl.p, appsAddr) == "down" }) {
 			t.Fatalf("the lb still sends to %s: %v", appsAddr, health(t, tl.p))
 		}
 		for range 4 {
@@ -139,7 +139,7 @@ func TestReferenceLab(t *testing.T) {
 		if _, _, err := tl.p.Converge(ctx, tl.arts, apply.Options{}); err != nil {
 			t.Fatalf("apply: %v", err)
 		}
-		if !eventually(15*time.Second, func() bool { return serverState(t, tl.p, appsAddr) == "up" }) {
+		if !eventually(30*time.Second, func() bool { return serverState(t, tl.p, appsAddr) == "up" }) {
 			t.Fatalf("the lb did not take %s back: %v", appsAddr, health(t, tl.p))
 		}
 	})
