@@ -180,3 +180,10 @@ func describe(pl *plan.Plan) string {
 }
 
 var _ = http.StatusOK
+
+func checkViolations(t *testing.T, srv *pvesim.Server) {
+	t.Helper()
+	for _, v := range srv.Violations() {
+		t.Errorf("schema violation: %s", v)
+	}
+}
