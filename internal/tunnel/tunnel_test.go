@@ -1,0 +1,197 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homelab-dev/homelab/internal/secrets"
+)
+
+func key(t *testing.T) secrets.KeyPair {
+	t.Helper()
+	k, err := secrets.NewWireGuardKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// pair opens a server and a client tunnel talking WireGuard over real UDP
+// on loopback, both on netstack (no root, no TUN).
+func pair(t *testing.T) (server, client *Tunnel) {
+	t.Helper()
+	ctx := context.Background()
+	sk, ck := key(t), key(t)
+	server, err := Open(ctx, &Config{
+		PrivateKey: sk.Private,
+		Addresses:  []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")},
+		Peers: []Peer{{
+			PublicKey:  ck.Public,
+			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")},
+		}},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	port, err := server.ListenPort()
+	if err != nil || port == 0 {
+		t.Fatalf("server ListenPort() = %d, %v", port, err)
+	}
+	// The client's config goes through the parser, as a user's file would.
+	text := fmt.Sprintf(`[Interface]
+PrivateKey = %s
+Address = 10.99.0.2/32
+
+[Peer]
+PublicKey = %s
+Endpoint = 127.0.0.1:%d
+AllowedIPs = 10.99.0.0/24
+PersistentKeepalive = 25
+`, ck.Private, sk.Public, port)
+	cfg, err := ParseConfig([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err = Open(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return server, client
+}
+
+func TestTCPThroughTunnel(t *testing.T) {
+	server, client := pair(t)
+	l, err := server.ListenTCP(netip.MustParseAddrPort("10.99.0.1:8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			seen <- "accept: " + err.Error()
+			return
+		}
+		defer c.Close()
+		seen <- c.RemoteAddr().String()
+		io.Copy(c, c) // echo
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.DialContext(ctx, "tcp", "10.99.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := bytes.Repeat([]byte("through the tunnel "), 4096) // several segments
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("reading the echo: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Errorf("echo through the tunnel differs from what was sent")
+	}
+	if from := <-seen; !strings.HasPrefix(from, "10.99.0.2:") {
+		t.Errorf("server saw the client as %s, want 10.99.0.2:*", from)
+	}
+	hs, err := client.Handshakes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 {
+		t.Fatalf("client Handshakes() = %v, want one peer", hs)
+	}
+	for k, ok := range hs {
+		if !ok {
+			t.Errorf("no handshake recorded with peer %s", k)
+		}
+	}
+}
+
+func TestDialNothingListening(t *testing.T) {
+	_, client := pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The server's stack answers with a reset: an error, not a hang.
+	if c, err := client.DialContext(ctx, "tcp", "10.99.0.1:9"); err == nil {
+		c.Close()
+		t.Fatal("dial to a closed port through the tunnel succeeded")
+	}
+}
+
+func TestDialOutsideAllowedIPs(t *testing.T) {
+	_, client := pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1*time.Second)
+	defer cancel()
+	// 192.0.2.1 is routed by no peer: the dial times out with ctx.
+	if c, err := client.DialContext(ctx, "tcp", "192.0.2.1:80"); err == nil {
+		c.Close()
+		t.Fatal("dial to an address no peer routes succeeded")
+	}
+}
+
+func TestPick(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := l.Addr().String()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	defer l.Close()
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := l2.Addr().String()
+	l2.Close()
+
+	opened := 0
+	tun := &Tunnel{}
+	openTunnel := func(context.Context) (*Tunnel, error) { opened++; return tun, nil }
+	tests := []struct {
+		mode       Mode
+		probe      string
+		want       Mode
+		wantOpened int
+	}{
+		{ModeAuto, open, ModeDirect, 0},
+		{ModeAuto, closed, ModeTunnel, 1},
+		{ModeDirect, closed, ModeDirect, 0},
+		{ModeTunnel, open, ModeTunnel, 1},
+	}
+	for _, tt := range tests {
+		opened = 0
+		d, got, err := Pick(context.Background(), tt.mode, tt.probe, 500*time.Millisecond, openTunnel)
+		if err != nil {
+			t.Errorf("Pick(%s, %s) error: %v", tt.mode, tt.probe, err)
+			continue
+		}
+		if got != tt.want || opened != tt.wantOpened {
+			t.Errorf("Pick(%s, probe %s) = %s (tunnel opened %d times), want %s (%d)", tt.mode, tt.probe, got, opened, tt.want, tt.wantOpened)
+		}
+		if got == ModeTunnel && d != Dialer(tun) {
+			t.Errorf("Pick(%s) returned %T, want the opened tunnel", tt.mode, d)
+		}
+	}
+	if _, _, err := Pick(context.Background(), "sideways", open, 0, openTunnel); err == nil {
+		t.Error("Pick with an unknown mode succeeded")
+	}
+}
