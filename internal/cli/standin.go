@@ -15,10 +15,10 @@ import (
 
 func newStandinCmd() *cobra.Command {
 	var (
-		n                                    standin.Node
-		role, admin, apps, caDir, ingress    string
-		talosCA, talosCert, talosKey         string
-		kubeCA, kubeCAKey, kubeCert, kubeKey string
+		n                                        standin.Node
+		role, admin, apps, caDir, ingress        string
+		talosCA, talosCAKey, talosCert, talosKey string
+		kubeCA, kubeCAKey, kubeCert, kubeKey     string
 	)
 	cmd := &cobra.Command{
 		Use:   "standin --role controlplane|worker --name NODE",
@@ -35,9 +35,11 @@ not Talos: every answer says so.
                    30080,30443), PROXY protocol v1/v2 accepted, answering
                    which node served and the client address it saw
 
-TLS material comes from --ca-dir (files talos-ca.crt, talos.crt, talos.key,
-kube-ca.crt, kube.crt, kube.key, kube-ca.key) or the single-file flags; what
-is missing is replaced by an ephemeral self-signed CA.`,
+TLS material comes from --ca-dir (files talos-ca.crt, talos-ca.key,
+talos.crt, talos.key, kube-ca.crt, kube-ca.key, kube.crt, kube.key) or the
+single-file flags. A missing server certificate is issued from its CA and
+CA key; with no CA at all, the node makes an ephemeral one (clients then
+cannot authenticate: fine for reachability, not for talosctl).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n.Role = standin.Role(role)
@@ -66,7 +68,7 @@ is missing is replaced by an ephemeral self-signed CA.`,
 				path string
 				dst  *[]byte
 			}{
-				{talosCA, &n.Certs.TalosCA}, {talosCert, &n.Certs.TalosCert}, {talosKey, &n.Certs.TalosKey},
+				{talosCA, &n.Certs.TalosCA}, {talosCAKey, &n.Certs.TalosCAKey}, {talosCert, &n.Certs.TalosCert}, {talosKey, &n.Certs.TalosKey},
 				{kubeCA, &n.Certs.KubeCA}, {kubeCAKey, &n.Certs.KubeCAKey}, {kubeCert, &n.Certs.KubeCert}, {kubeKey, &n.Certs.KubeKey},
 			} {
 				if f.path == "" {
@@ -95,6 +97,7 @@ is missing is replaced by an ephemeral self-signed CA.`,
 	f.StringVar(&n.StateDir, "state-dir", "", "folder keeping the applied config and bootstrap across restarts")
 	f.StringVar(&caDir, "ca-dir", "", "folder with the TLS files (talos-ca.crt, talos.crt, talos.key, kube-*.crt/key)")
 	f.StringVar(&talosCA, "talos-ca", "", "PEM CA verifying Talos API clients")
+	f.StringVar(&talosCAKey, "talos-ca-key", "", "PEM Talos CA key (lets the node issue its own server certificate)")
 	f.StringVar(&talosCert, "talos-cert", "", "PEM Talos API server certificate")
 	f.StringVar(&talosKey, "talos-key", "", "PEM Talos API server key")
 	f.StringVar(&kubeCA, "kube-ca", "", "PEM CA verifying Kubernetes API clients")

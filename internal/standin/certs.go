@@ -27,27 +27,29 @@ const certLifetime = 365 * 24 * time.Hour
 
 // File names of the TLS material in a stand-in's certificate folder
 // (LoadCerts, Certs.Write). The kube files are only read on control
-// planes; kube-ca.key is optional and lets the node issue kubeconfigs.
+// planes. The CA keys are optional: with one, the node issues its own
+// server certificate when none is given, and kube-ca.key lets it hand out
+// kubeconfigs.
 const (
-	FileTalosCA   = "talos-ca.crt"
-	FileTalosCert = "talos.crt"
-	FileTalosKey  = "talos.key"
-	FileKubeCA    = "kube-ca.crt"
-	FileKubeCAKey = "kube-ca.key"
-	FileKubeCert  = "kube.crt"
-	FileKubeKey   = "kube.key"
+	FileTalosCA    = "talos-ca.crt"
+	FileTalosCAKey = "talos-ca.key"
+	FileTalosCert  = "talos.crt"
+	FileTalosKey   = "talos.key"
+	FileKubeCA     = "kube-ca.crt"
+	FileKubeCAKey  = "kube-ca.key"
+	FileKubeCert   = "kube.crt"
+	FileKubeKey    = "kube.key"
 )
 
 // Certs is a node's TLS material, all PEM. The Talos CA verifies client
 // certificates on the Talos API (the talosconfig's); the Kubernetes CA
-// verifies them on the Kubernetes API. Empty fields are filled by the node
-// at start with an ephemeral self-signed CA, like a Talos node in
-// maintenance mode.
+// verifies them on the Kubernetes API. A missing server certificate is
+// issued at start from the CA and its key, or, when no CA is given
+// either, from an ephemeral self-signed CA (like a Talos node in
+// maintenance mode).
 type Certs struct {
-	TalosCA, TalosCert, TalosKey []byte
-	KubeCA, KubeCert, KubeKey    []byte
-	// KubeCAKey, when set, lets the node hand out an admin kubeconfig.
-	KubeCAKey []byte
+	TalosCA, TalosCAKey, TalosCert, TalosKey []byte
+	KubeCA, KubeCAKey, KubeCert, KubeKey     []byte
 }
 
 // LoadCerts reads the files named File* from dir; missing files are left
@@ -85,7 +87,7 @@ func (c *Certs) Write(dir string) error {
 
 func (c *Certs) files() map[string]*[]byte {
 	return map[string]*[]byte{
-		FileTalosCA: &c.TalosCA, FileTalosCert: &c.TalosCert, FileTalosKey: &c.TalosKey,
+		FileTalosCA: &c.TalosCA, FileTalosCAKey: &c.TalosCAKey, FileTalosCert: &c.TalosCert, FileTalosKey: &c.TalosKey,
 		FileKubeCA: &c.KubeCA, FileKubeCAKey: &c.KubeCAKey, FileKubeCert: &c.KubeCert, FileKubeKey: &c.KubeKey,
 	}
 }

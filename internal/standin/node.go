@@ -313,51 +313,45 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// fillCerts gives the node an ephemeral CA and certificates where none
-// were supplied (called with mu held).
+// fillCerts completes the node's TLS material (called with mu held): a
+// server certificate is issued from the CA and its key when only those
+// are given, and from an ephemeral CA when nothing is.
 func (n *Node) fillCerts() error {
 	ips := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	if n.AdminAddr.IsValid() {
 		ips = append(ips, n.AdminAddr)
 	}
-	names := []string{n.Name, "localhost"}
 	c := &n.Certs
-	if len(c.TalosCA) == 0 || len(c.TalosCert) == 0 || len(c.TalosKey) == 0 {
-		if len(c.TalosCert) != 0 || len(c.TalosKey) != 0 {
-			return errors.New("talos API certificate given without its key or CA")
-		}
-		ca, caKey, err := NewCA(Marker + " ephemeral talos CA")
-		if err != nil {
-			return err
-		}
-		cert, key, err := IssueCerts(ca, caKey, names, ips)
-		if err != nil {
-			return err
-		}
-		c.TalosCA, c.TalosCert, c.TalosKey = ca, cert, key
+	if err := fillPair("talos API", &c.TalosCA, &c.TalosCAKey, &c.TalosCert, &c.TalosKey, []string{n.Name, "localhost"}, ips); err != nil {
+		return err
 	}
 	if n.role() != RoleControlPlane {
 		return nil
 	}
-	if len(c.KubeCert) == 0 || len(c.KubeKey) == 0 {
-		if len(c.KubeCA) == 0 || len(c.KubeCAKey) == 0 {
-			ca, caKey, err := NewCA(Marker + " ephemeral kubernetes CA")
-			if err != nil {
-				return err
-			}
-			c.KubeCA, c.KubeCAKey = ca, caKey
-		}
-		kubeNames := append(names, "kubernetes", "kubernetes.default", "kubernetes.default.svc")
-		cert, key, err := IssueCerts(c.KubeCA, c.KubeCAKey, kubeNames, ips)
-		if err != nil {
+	names := []string{n.Name, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+	return fillPair("kubernetes API", &c.KubeCA, &c.KubeCAKey, &c.KubeCert, &c.KubeKey, names, ips)
+}
+
+func fillPair(what string, ca, caKey, cert, key *[]byte, names []string, ips []netip.Addr) error {
+	haveCA, haveCAKey, havePair := len(*ca) > 0, len(*caKey) > 0, len(*cert) > 0 && len(*key) > 0
+	switch {
+	case havePair && !haveCA:
+		return fmt.Errorf("%s certificate given without the CA that verifies its clients", what)
+	case havePair:
+		return nil
+	case len(*cert) > 0 || len(*key) > 0:
+		return fmt.Errorf("%s certificate given without its key, or the key without its certificate", what)
+	case haveCA != haveCAKey:
+		return fmt.Errorf("%s CA given without its key or a server certificate", what)
+	case !haveCA:
+		var err error
+		if *ca, *caKey, err = NewCA(Marker + " ephemeral " + what + " CA"); err != nil {
 			return err
 		}
-		c.KubeCert, c.KubeKey = cert, key
 	}
-	if len(c.KubeCA) == 0 {
-		return errors.New("kubernetes API certificate given without its CA")
-	}
-	return nil
+	var err error
+	*cert, *key, err = IssueCerts(*ca, *caKey, names, ips)
+	return err
 }
 
 const (
