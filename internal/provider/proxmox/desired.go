@@ -324,8 +324,12 @@ func (p *Provider) Desired(lab *spec.Lab, arts []render.Artifact) ([]plan.Resour
 			continue
 		}
 		add(gb)
+		// start and install carry the guest's identity (vmid, source), so
+		// that a replaced guest is started and installed again.
+		ident := map[string]string{"vmid": gb.res.Attrs["vmid"], "source": gb.res.Attrs["source"]}
 		st := &build{m: m, res: plan.Resource{Type: tStart, Name: m.Name, Attrs: map[string]string{"status": "running"},
 			DependsOn: []string{gb.res.ID()}}}
+		maps.Copy(st.res.Attrs, ident)
 		if m.Role == spec.MachineWorker {
 			st.res.DependsOn = append(st.res.DependsOn, cpStarts...)
 		}
@@ -337,6 +341,7 @@ func (p *Provider) Desired(lab *spec.Lab, arts []render.Artifact) ([]plan.Resour
 				continue
 			}
 			ib.res.DependsOn = []string{st.res.ID()}
+			maps.Copy(ib.res.Attrs, ident)
 			add(ib)
 		}
 	}

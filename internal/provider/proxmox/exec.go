@@ -439,6 +439,7 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 	}
 	gp := p.nodePath(guestPath(kind) + strconv.Itoa(m.VMID))
 	exists := obs != nil
+	var found map[string]any
 	if !exists {
 		// After a crash or a dropped connection the guest may exist
 		// already; it is only reused if it is ours.
@@ -456,7 +457,7 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 				return withHint(fmt.Errorf("VMID %d is already used by guest %q, which is not %s of lab %s", m.VMID, name, m.Name, p.lab.Name),
 					fmt.Sprintf("homelab never touches guests it does not own: give %s another vmid in the lab file", m.Path))
 			}
-			exists = true
+			exists, found = true, cfg
 		case pveapi.IsStatus(err, 404) || pveapi.IsStatus(err, 500):
 			// does not exist
 		default:
@@ -500,11 +501,24 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 		if err := p.put(ctx, gp+"/config", form, nil); err != nil {
 			return err
 		}
-		if obs != nil && obs.Attrs["disk"] != b.res.Attrs["disk"] {
-			disk := "scsi0"
-			if kind == "lxc" {
-				disk = "rootfs"
+		disk := "scsi0"
+		if kind == "lxc" {
+			disk = "rootfs"
+		}
+		grow := obs != nil && obs.Attrs["disk"] != b.res.Attrs["disk"]
+		if found != nil {
+			// A guest an interrupted apply created: its disk may not have
+			// been resized yet.
+			v, _ := found[disk].(string)
+			cur := int64(0)
+			for _, o := range strings.Split(v, ",") {
+				if s, ok := strings.CutPrefix(o, "size="); ok {
+					cur = parseDiskSize(s)
+				}
 			}
+			grow = cur < int64(m.Disk.GiB())<<30
+		}
+		if grow {
 			if err := p.task(ctx, http.MethodPut, gp+"/resize", url.Values{"disk": {disk}, "size": {b.res.Attrs["disk"]}}); err != nil {
 				return err
 			}
@@ -680,5 +694,6 @@ func (p *Provider) install(ctx context.Context, b *build) error {
 			return err
 		}
 	}
-	return push(len(b.files), installFile{path: installedMarker, mode: "0644", data: []byte(b.res.Attrs["sha"] + "\n")})
+	marker := fmt.Sprintf("sha=%s\nvmid=%s\nsource=%s\n", b.res.Attrs["sha"], b.res.Attrs["vmid"], b.res.Attrs["source"])
+	return push(len(b.files), installFile{path: installedMarker, mode: "0644", data: []byte(marker)})
 }

@@ -126,7 +126,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		out = append(out, plan.Resource{Type: typ, Name: name, Attrs: attrs})
 		if !strings.Contains(name, "#") {
 			out = append(out, plan.Resource{Type: tStart, Name: name, Attrs: map[string]string{
-				"status": g.Status, "vmid": strconv.Itoa(g.VMID), "node": g.Node, "kind": g.Type}})
+				"status": g.Status, "vmid": strconv.Itoa(g.VMID), "source": src, "node": g.Node, "kind": g.Type}})
 			if g.Type == "lxc" && g.Status == "running" {
 				running = append(running, g)
 			}
@@ -229,7 +229,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		}
 		for _, g := range running {
 			if data, err := p.shell.Run(ctx, nil, "pct", "exec", strconv.Itoa(g.VMID), "--", "cat", installedMarker); err == nil {
-				out = append(out, plan.Resource{Type: tInstall, Name: g.Name, Attrs: map[string]string{"sha": strings.TrimSpace(string(data))}})
+				out = append(out, plan.Resource{Type: tInstall, Name: g.Name, Attrs: parseMarker(data)})
 			}
 		}
 	}
@@ -436,4 +436,16 @@ func linkObserved(rs []plan.Resource) {
 			r.DependsOn = append(r.DependsOn, byType[tIPSet]...)
 		}
 	}
+}
+
+// parseMarker reads the installed marker: key=value lines (sha, vmid,
+// source) written by install.
+func parseMarker(data []byte) map[string]string {
+	attrs := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+			attrs[k] = v
+		}
+	}
+	return attrs
 }
