@@ -29,7 +29,7 @@ device) and manages the peers added outside lab.yaml.
 The VPN is the only door to the admin network: clients get a split tunnel
 that routes the admin network, and nothing else, through it.`,
 	}
-	cmd.AddCommand(newVPNRunCmd(), newVPNPeerCmd())
+	cmd.AddCommand(newVPNRunCmd(), newVPNStatusCmd(), newVPNPeerCmd())
 	return cmd
 }
 
@@ -75,6 +75,60 @@ Needs root (CAP_NET_ADMIN).`,
 	cmd.Flags().String("config", "", "wg-quick style config file (server.conf or a peer's)")
 	cmd.Flags().StringVar(&tunName, "tun", vpn.DefaultTun, "TUN device name")
 	cmd.Flags().StringVar(&uapiSocket, "uapi-socket", "", "serve wireguard's UAPI (status, as wg show) on this unix socket")
+	return cmd
+}
+
+func newVPNStatusCmd() *cobra.Command {
+	var sock, config string
+	cmd := &cobra.Command{
+		Use:     "status --uapi-socket PATH",
+		Short:   "Show the peers of a running endpoint: handshakes and traffic (as wg show)",
+		Example: `  homelab vpn status --uapi-socket /run/homelab-wg0.sock --config wireguard/server.conf`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sock == "" {
+				return withHint(errors.New("reading vpn status: no UAPI socket"), "pass the --uapi-socket that homelab vpn run was started with")
+			}
+			names := map[vpn.Key]string{}
+			if config != "" {
+				data, err := os.ReadFile(config)
+				if err != nil {
+					return fmt.Errorf("reading vpn status: %w", err)
+				}
+				cfg, err := vpn.Parse(data)
+				if err != nil {
+					return fmt.Errorf("reading vpn status: reading %s:\n%w", config, err)
+				}
+				for _, p := range cfg.Peers {
+					names[p.PublicKey] = p.Name
+				}
+			}
+			peers, err := vpn.QueryUAPI(sock)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "PEER\tPUBLIC KEY\tENDPOINT\tHANDSHAKE\tRX\tTX")
+			for _, p := range peers {
+				hs := "never"
+				if !p.LastHandshake.IsZero() {
+					hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+				}
+				ep := "-"
+				if p.Endpoint.IsValid() {
+					ep = p.Endpoint.String()
+				}
+				name := names[p.PublicKey]
+				if name == "" {
+					name = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", name, p.PublicKey, ep, hs, p.RxBytes, p.TxBytes)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&sock, "uapi-socket", "", "the UAPI socket of homelab vpn run")
+	cmd.Flags().StringVar(&config, "config", "", "the endpoint's config, to name the peers")
 	return cmd
 }
 
