@@ -149,7 +149,7 @@ vpn:
 
 # The load balancer container: a small L4 load balancer we build ourselves,
 # in front of the cluster like a cloud provider's. Same size as the VPN:
-# it proxies TCP with splice and keeps little state.
+# it copies bytes between connections and keeps little state.
 loadBalancer:
   cores: 1
   memory: 256MiB
