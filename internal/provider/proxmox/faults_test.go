@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/homelab-dev/homelab/internal/apply"
+	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/pvesim"
 )
 
@@ -285,4 +286,68 @@ func mapsKeys[K comparable, V any](m map[K]V) []K {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestManagementBridgeGuard(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	// An owned bridge that (wrongly) carries the address the API is reached on.
+	form := url.Values{"iface": {"vmbr1"}, "type": {"bridge"}, "cidr": {"127.0.0.1/8"}, "autostart": {"1"}, "comments": {"homelab:lab"}}
+	if err := p.api.Post(ctx, "/nodes/pve/network", form, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.task(ctx, "PUT", "/nodes/pve/network", nil); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := planFor(ctx, p, f.lab, f.arts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var step *plan.Step
+	for i := range pl.Steps {
+		if pl.Steps[i].ID == "bridge/vmbr1" {
+			step = &pl.Steps[i]
+		}
+	}
+	if step == nil || step.Action != plan.Update {
+		t.Fatalf("plan has no update of bridge/vmbr1:\n%s", describe(pl))
+	}
+	err = p.Update(ctx, *step.Desired, *step.Observed)
+	want := "updating bridge/vmbr1: refusing to change bridge vmbr1: it carries the host's management address 127.0.0.1 (the API endpoint)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Update() error = %v\nwant %s", err, want)
+	}
+	if err := p.Delete(ctx, *step.Observed); err == nil || !strings.Contains(err.Error(), "refusing to change bridge vmbr1") {
+		t.Fatalf("Delete() error = %v, want the guard's refusal", err)
+	}
+	snap := f.srv.Snapshot()
+	if got := snap.Nodes["pve"].Running["vmbr1"].Params["cidr"]; got != "127.0.0.1/8" {
+		t.Errorf("vmbr1 cidr = %q, want it untouched", got)
+	}
+	if snap.Nodes["pve"].ManagementCut {
+		t.Errorf("the management connection was cut")
+	}
+}
+
+func TestForeignBridgeNotTakenOver(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	form := url.Values{"iface": {"vmbr2"}, "type": {"bridge"}, "autostart": {"1"}, "comments": {"someone's bridge"}}
+	if err := p.api.Post(ctx, "/nodes/pve/network", form, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.Observe(ctx)
+	want := `bridge vmbr2 for network apps exists on node pve but is not lab lab's (its comment is not "homelab:lab")`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Observe() error = %v\nwant %s", err, want)
+	}
+	// And a missing uplink bridge.
+	f.lab.Networks[0].Bridge = "vmbr9"
+	_, err = p.Observe(ctx)
+	want = "bridge vmbr9 of network wan does not exist on node pve"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Observe() error = %v\nwant %s", err, want)
+	}
 }

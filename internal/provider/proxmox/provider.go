@@ -164,6 +164,13 @@ func New(ctx context.Context, lab *spec.Lab, opts Options) (*Provider, error) {
 	}
 	p.mgmt = managementAddrs(ctx, api.Host())
 	p.shell = opts.Shell
+	if p.shell == nil && px.SSH != nil {
+		sh, err := DialSSH(ctx, *px.SSH, api.Host())
+		if err != nil {
+			return nil, err
+		}
+		p.shell = sh
+	}
 	return p, nil
 }
 
