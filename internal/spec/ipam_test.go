@@ -204,3 +204,34 @@ func TestVersionWithoutV(t *testing.T) {
 		t.Errorf("talosVersion 1.13.9 = %q, want v1.13.9", lab.Cluster.TalosVersion)
 	}
 }
+
+func TestExplicitLab(t *testing.T) {
+	lab, warns, err := Load("testdata/good/explicit.yaml")
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("Load: %v %v", err, warns)
+	}
+	w := lab.Cluster.Workers.Addresses
+	if got := w["mgmt"]; len(got) != 3 || got[0].String() != "172.16.10.20" || got[1].String() != "172.16.10.21" || got[2].String() != "172.16.10.22" {
+		t.Errorf("workers on mgmt = %v, want .20 (given), .21, .22", got)
+	}
+	if g := lab.Networks[1].Gateway.String(); g != "172.16.10.254" {
+		t.Errorf("explicit gateway replaced: %s", g)
+	}
+	if g := lab.Networks[2].Gateway.String(); g != "172.16.20.1" {
+		t.Errorf("apps gateway = %s, want the first address", g)
+	}
+	udp := lab.LoadBalancer.Frontends[1]
+	if udp.HealthCheck != nil || udp.ProxyProtocol != "" || udp.Backends.Network != "ingress" {
+		t.Errorf("udp frontend = %+v, want no health check, no PROXY protocol, backends on ingress", udp)
+	}
+	if p := lab.VPN.Peers[1].Address.String(); p != "10.200.0.2" {
+		t.Errorf("second peer = %s, want 10.200.0.2", p)
+	}
+	ms := lab.Machines()
+	if ms[3].Name != "home-1-cp-1" || ms[3].VMID != 400 || ms[len(ms)-1].VMID != 502 {
+		t.Errorf("machines = %s %d ... %d", ms[3].Name, ms[3].VMID, ms[len(ms)-1].VMID)
+	}
+	if nic, _ := ms[1].NIC(RoleApps); nic.VLAN != 20 || nic.Bridge != "vmbr20" {
+		t.Errorf("lb apps NIC = %+v", nic)
+	}
+}
