@@ -49,6 +49,7 @@ type req struct {
 	params url.Values
 	tok    Token
 	user   string
+	upload *upload
 }
 
 func (r *req) has(k string) bool   { _, ok := r.params[k]; return ok }

@@ -86,6 +86,7 @@ type prop struct {
 	KeyAlias   string           `json:"keyAlias"`
 	DefaultKey flag             `json:"default_key"`
 	Items      *prop            `json:"items"`
+	Requires   json.RawMessage  `json:"requires"`
 	Default    json.RawMessage  `json:"default"`
 	Desc       string           `json:"description"`
 	fmtName    string           // named format, e.g. "pve-vmid"
@@ -217,17 +218,28 @@ func (p *prop) compile() error {
 		}
 	}
 	if p.Pattern != "" {
-		// Perl's (?^:...) is a plain non-capturing group for RE2.
-		pat := strings.ReplaceAll(p.Pattern, "(?^:", "(?:")
-		re, err := regexp.Compile(`^(?:` + pat + `)$`)
-		if err == nil {
-			p.re = re
+		re, err := regexp.Compile(`^(?:` + perlToRE2(p.Pattern) + `)$`)
+		if err != nil {
+			return fmt.Errorf("pattern %q: %w", p.Pattern, err)
 		}
+		p.re = re
 	}
 	if p.Items != nil {
 		return p.Items.compile()
 	}
 	return nil
+}
+
+var (
+	perlGroupRE = regexp.MustCompile(`\(\?\^([a-z]*):`)
+	bigRepeatRE = regexp.MustCompile(`\{(\d+),(\d{4,})\}`)
+)
+
+// perlToRE2 rewrites the Perl-only parts of the schema's patterns: (?^i:...)
+// groups, and repeat counts above RE2's limit of 1000 (made unbounded).
+func perlToRE2(pat string) string {
+	pat = perlGroupRE.ReplaceAllString(pat, "(?$1:")
+	return bigRepeatRE.ReplaceAllString(pat, "{$1,}")
 }
 
 func splitPath(p string) []string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"path"
@@ -349,7 +350,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	params, perr := readParams(r)
+	params, up, perr := readParams(r)
 	call.Params = params
 	if perr != nil {
 		call.Status = perr.status
@@ -428,7 +429,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	data, err := h(s, &req{sim: s, params: all, tok: tok, user: tok.ID})
+	data, err := h(s, &req{sim: s, params: all, tok: tok, user: tok.ID, upload: up})
 	s.mu.Unlock()
 	if err != nil {
 		e, ok := err.(*apiError)
@@ -511,24 +512,34 @@ func (s *Sim) authenticate(r *http.Request) (Token, *apiError) {
 }
 
 // readParams merges the query string and the body (form or JSON).
-func readParams(r *http.Request) (url.Values, *apiError) {
+func readParams(r *http.Request) (url.Values, *upload, *apiError) {
 	params := r.URL.Query()
+	ct, ctParams, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "multipart/form-data" {
+		if r.Method != http.MethodPost {
+			return params, nil, errf(http.StatusNotImplemented, "Unexpected content for method '%s'", r.Method)
+		}
+		up, err := readMultipart(r.Body, ctParams["boundary"], params)
+		if err != nil {
+			return params, nil, errf(http.StatusNotImplemented, "upload failed: %v", err)
+		}
+		return params, up, nil
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		return nil, errf(http.StatusBadRequest, "reading the request body: %v", err)
+		return nil, nil, errf(http.StatusBadRequest, "reading the request body: %v", err)
 	}
 	if len(body) == 0 {
-		return params, nil
+		return params, nil, nil
 	}
 	if r.Method != http.MethodPost && r.Method != http.MethodPut {
-		return params, errf(http.StatusNotImplemented, "Unexpected content for method '%s'", r.Method)
+		return params, nil, errf(http.StatusNotImplemented, "Unexpected content for method '%s'", r.Method)
 	}
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch ct {
 	case "application/x-www-form-urlencoded", "":
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
-			return params, errf(http.StatusBadRequest, "invalid form body: %v", err)
+			return params, nil, errf(http.StatusBadRequest, "invalid form body: %v", err)
 		}
 		for k, v := range form {
 			params[k] = append(params[k], v...)
@@ -536,7 +547,7 @@ func readParams(r *http.Request) (url.Values, *apiError) {
 	case "application/json":
 		var obj map[string]any
 		if err := json.Unmarshal(body, &obj); err != nil {
-			return params, errf(http.StatusBadRequest, "invalid JSON body: %v", err)
+			return params, nil, errf(http.StatusBadRequest, "invalid JSON body: %v", err)
 		}
 		for k, v := range obj {
 			switch v := v.(type) {
@@ -549,9 +560,48 @@ func readParams(r *http.Request) (url.Values, *apiError) {
 			}
 		}
 	default:
-		return params, errf(http.StatusNotImplemented, "unsupported content type '%s'", ct)
+		return params, nil, errf(http.StatusNotImplemented, "unsupported content type '%s'", ct)
 	}
-	return params, nil
+	return params, nil, nil
+}
+
+// upload is the file part of a multipart request (field "filename").
+type upload struct {
+	name string
+	data []byte
+}
+
+// MaxUpload bounds the bytes kept from one upload.
+const MaxUpload = 256 << 20
+
+func readMultipart(body io.Reader, boundary string, params url.Values) (*upload, error) {
+	if boundary == "" {
+		return nil, fmt.Errorf("no multipart boundary")
+	}
+	mr := multipart.NewReader(body, boundary)
+	var up *upload
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return up, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(io.LimitReader(part, MaxUpload+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > MaxUpload {
+			return nil, fmt.Errorf("file larger than %d bytes", MaxUpload)
+		}
+		if fn := part.FileName(); fn != "" {
+			up = &upload{name: fn, data: data}
+			params.Set(part.FormName(), fn)
+			continue
+		}
+		params.Add(part.FormName(), string(data))
+	}
 }
 
 func jsonScalar(v any) string {

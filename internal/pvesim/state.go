@@ -19,6 +19,7 @@ type Volume struct {
 	Size    int64
 	VMID    int
 	CTime   int64
+	Data    []byte // the uploaded bytes, for volumes sent to .../upload
 }
 
 // Iface is one entry of a node's network configuration.

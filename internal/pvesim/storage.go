@@ -172,6 +172,25 @@ func init() {
 			return nil
 		}), nil
 	})
+	handle("POST /nodes/{node}/storage/{storage}/upload", func(s *Sim, r *req) (any, error) {
+		sc := s.st.storage(r.str("storage"))
+		content := r.str("content")
+		if r.upload == nil {
+			return nil, errf(500, "upload without a file")
+		}
+		if !sc.supports(content) {
+			return nil, errf(500, "storage '%s' is not configured for content-type '%s'", sc.ID, content)
+		}
+		volid := sc.ID + ":" + contentDir[content] + "/" + r.str("filename")
+		data := r.upload.data
+		return s.startTask(r.str("node"), "imgcopy", "", r.user, func(failed string) error {
+			if failed == "" {
+				s.st.Volumes[volid] = &Volume{VolID: volid, Content: content, Format: formatOf(volid, content),
+					Size: int64(len(data)), CTime: s.now().Unix(), Data: data}
+			}
+			return nil
+		}), nil
+	})
 	handle("GET /nodes/{node}/aplinfo", func(s *Sim, r *req) (any, error) {
 		out := []map[string]any{}
 		for _, t := range s.st.templates {

@@ -1,6 +1,7 @@
 package pvesim
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -35,6 +36,17 @@ func (m *method) validate(params url.Values) map[string]string {
 				errs[name] = msg
 				break
 			}
+		}
+	}
+	for name := range params {
+		p := m.lookup(name)
+		if p == nil || len(p.Requires) == 0 || p.Requires[0] != '"' {
+			continue
+		}
+		var other string
+		json.Unmarshal(p.Requires, &other)
+		if _, ok := params[other]; !ok && errs[other] == "" {
+			errs[other] = fmt.Sprintf("missing property - '%s' requires this property", name)
 		}
 	}
 	for name, p := range m.Parameters.Properties {
