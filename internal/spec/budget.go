@@ -44,10 +44,18 @@ func (l *Lab) Budget() Budget {
 	for _, m := range l.Machines() {
 		b.Guests = append(b.Guests, BudgetLine{Name: m.Name, Role: m.Role, Kind: m.Kind, Resources: Resources{m.Cores, m.Memory, m.Disk}})
 		b.Used.Cores += m.Cores
-		b.Used.Memory += m.Memory
-		b.Used.Disk += m.Disk
+		b.Used.Memory = addSize(b.Used.Memory, m.Memory)
+		b.Used.Disk = addSize(b.Used.Disk, m.Disk)
 	}
 	return b
+}
+
+// addSize adds without wrapping around: absurd sizes must not look small.
+func addSize(a, b Size) Size {
+	if a+b < a {
+		return ^Size(0)
+	}
+	return a + b
 }
 
 func subSize(a, b Size) Size {

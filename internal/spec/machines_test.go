@@ -2,6 +2,7 @@ package spec
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -121,5 +122,18 @@ free                        2.25x shared   1.5GiB  268GiB
 `
 	if got != want {
 		t.Errorf("Budget().Table() =\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestBudgetDoesNotWrap(t *testing.T) {
+	src := minimal + "manager: {memory: 16000000TiB}\n"
+	src = strings.Replace(src, "workers: {count: 2, memory: 2GiB}", "workers: {count: 2, memory: 2GiB, disk: 16000000TiB}", 1)
+	lab, _, err := Parse("lab.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("absurd sizes accepted")
+	}
+	b := lab.Budget()
+	if b.Fits() || b.Used.Memory < 16000000*TiB || b.Used.Disk < 16000000*TiB {
+		t.Errorf("budget wrapped around: %+v", b.Used)
 	}
 }

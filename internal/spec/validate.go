@@ -854,10 +854,10 @@ func (l *Lab) validateCapacity(r *report) {
 	}
 	var storage Size
 	for _, a := range l.GitOps.Apps {
-		storage += a.Storage
+		storage = addSize(storage, a.Storage)
 	}
 	w := l.Cluster.Workers
-	if w.Count > 0 && w.Disk > 10*GiB && storage > Size(w.Count)*(w.Disk-10*GiB) {
+	if w.Count > 0 && w.Disk > 10*GiB && w.Disk < 1<<56 && storage > Size(w.Count)*(w.Disk-10*GiB) {
 		r.warnf("gitops.apps", "persistent volumes live on the workers' disks; grow cluster.workers.disk",
 			"apps ask for %s of storage but the workers have about %s free after Talos", human(storage), human(Size(w.Count)*(w.Disk-10*GiB)))
 	}
