@@ -252,8 +252,10 @@ func (p *Provider) Desired(lab *spec.Lab, arts []render.Artifact) ([]plan.Resour
 		rs := groups[g]
 		var deps []string
 		for _, r := range rs {
-			if strings.HasPrefix(r.Source, "+") {
-				deps = append(deps, tIPSet+"/"+strings.TrimPrefix(r.Source, "+"))
+			for _, a := range []string{r.Source, r.Dest} {
+				if strings.HasPrefix(a, "+") {
+					deps = append(deps, tIPSet+"/"+strings.TrimPrefix(a, "+"))
+				}
 			}
 		}
 		slices.Sort(deps)
@@ -401,6 +403,9 @@ func (p *Provider) groupRules(ipsets map[string][]string) map[string][]fwRule {
 	}
 	if s := ref("apps"); s != "" {
 		lb = append(lb, fwRule{Type: "in", Action: "ACCEPT", Source: s, Proto: "tcp", Dport: strconv.Itoa(L.LoadBalancer.AdminPort), Comment: c + " lb admin"})
+		// The LB's only outbound traffic: to the backends on the apps
+		// network (its egress policy is DROP: no Internet, no admin).
+		lb = append(lb, fwRule{Type: "out", Action: "ACCEPT", Dest: s, Comment: c + " to backends"})
 	}
 	g[p.fwName("lb")] = lb
 	admin, vpn := ref("admin"), ref("vpn")
@@ -495,6 +500,9 @@ func (p *Provider) lxcBuild(m spec.Machine, tmplID string, netDeps []string) (*b
 	}
 	b := &build{m: m, config: cfg, group: p.groupOf(m), tun: m.Role == spec.MachineVPN}
 	b.fwOpts = url.Values{"enable": {"1"}, "policy_in": {"DROP"}, "policy_out": {"ACCEPT"}}
+	if m.Role == spec.MachineLB {
+		b.fwOpts.Set("policy_out", "DROP")
+	}
 	source := "vztmpl:" + lxcTemplate
 	h := hashValues(cfg, b.fwOpts, url.Values{"group": {b.group}, "tun": {boolStr(b.tun)}})
 	b.create = url.Values{

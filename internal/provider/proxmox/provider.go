@@ -281,10 +281,7 @@ func (p *Provider) checkNode(ctx context.Context) error {
 			}
 		}
 		if len(missing) > 0 {
-			all := slices.Clone(have)
-			for _, m := range missing {
-				all = append(all, m)
-			}
+			all := append(slices.Clone(have), missing...)
 			return withHint(fmt.Errorf("storage %q (host.proxmox.%s) on node %q does not hold content %s", n.name, n.field, p.px.Node, strings.Join(missing, ", ")),
 				fmt.Sprintf("allow it on the host: pvesm set %s --content %s", n.name, strings.Join(all, ",")))
 		}
