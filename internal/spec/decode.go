@@ -115,16 +115,20 @@ func describe(n ast.Node) string {
 	case *ast.SequenceNode:
 		return "a list"
 	case *ast.StringNode, *ast.LiteralNode:
-		return fmt.Sprintf("the string %q", must(scalar(n)))
+		return fmt.Sprintf("the string %q", scalarText(n))
 	case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
-		return "the number " + must(scalar(n))
+		return "the number " + scalarText(n)
 	case *ast.BoolNode:
-		return "the boolean " + must(scalar(n))
+		return "the boolean " + scalarText(n)
 	}
 	return "a " + strings.ToLower(n.Type().String())
 }
 
-func must(s string, _ bool) string { return s }
+// scalarText is scalar without the ok, for nodes known to be scalars.
+func scalarText(n ast.Node) string {
+	s, _ := scalar(n)
+	return s
+}
 
 // decode fills v from node n found at path.
 func (d *decoder) decode(n ast.Node, path string, v reflect.Value) {
@@ -233,7 +237,7 @@ func (d *decoder) decode(n ast.Node, path string, v reflect.Value) {
 			i = x
 		case uint64:
 			if x > 1<<62 {
-				d.r.fail(at, path, "", "number %s is too large", must(scalar(n)))
+				d.r.fail(at, path, "", "number %s is too large", scalarText(n))
 				return
 			}
 			i = int64(x)

@@ -538,7 +538,9 @@ func (l *Lab) validateLB(r *report) {
 		default:
 			r.errorf(child(fp, "proxyProtocol"), "use v1, v2, or leave it out", "unknown proxyProtocol %q", f.ProxyProtocol)
 		}
-		if hc := f.HealthCheck; hc != nil {
+		if f.Protocol == "udp" && f.HealthCheck != nil {
+			r.errorf(child(fp, "healthCheck"), "remove healthCheck from UDP frontends", "health checks probe TCP, and this frontend is UDP")
+		} else if hc := f.HealthCheck; hc != nil {
 			hp := child(fp, "healthCheck")
 			switch hc.Type {
 			case "tcp":
