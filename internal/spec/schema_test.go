@@ -3,6 +3,9 @@ package spec
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
 )
 
 func TestJSONSchema(t *testing.T) {
@@ -33,5 +36,55 @@ func TestJSONSchema(t *testing.T) {
 	}
 	if len(fieldDocs()) < 50 {
 		t.Errorf("only %d documented fields read from types.go", len(fieldDocs()))
+	}
+}
+
+// TestSchemaCoversReference walks every key of the reference labs and
+// checks the schema describes it, so editors never flag a valid file.
+func TestSchemaCoversReference(t *testing.T) {
+	var root map[string]any
+	if err := json.Unmarshal(JSONSchema(), &root); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []Provider{ProviderLocal, ProviderProxmox} {
+		visited := 0
+		f, err := parser.ParseBytes(Reference(p), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var walk func(n ast.Node, s map[string]any, path string)
+		walk = func(n ast.Node, s map[string]any, path string) {
+			switch x := n.(type) {
+			case *ast.MappingNode:
+				for _, kv := range x.Values {
+					visited++
+					key := kv.Key.GetToken().Value
+					var sub map[string]any
+					if props, ok := s["properties"].(map[string]any); ok {
+						sub, _ = props[key].(map[string]any)
+					} else if ap, ok := s["additionalProperties"].(map[string]any); ok {
+						sub = ap
+					}
+					if sub == nil {
+						t.Errorf("%s: schema has no %s.%s", p, path, key)
+						continue
+					}
+					walk(kv.Value, sub, path+"."+key)
+				}
+			case *ast.SequenceNode:
+				items, _ := s["items"].(map[string]any)
+				if items == nil {
+					t.Errorf("%s: schema of %s is not an array", p, path)
+					return
+				}
+				for _, v := range x.Values {
+					walk(v, items, path+"[]")
+				}
+			}
+		}
+		walk(f.Docs[0].Body, root, "")
+		if visited < 60 {
+			t.Errorf("%s: walked only %d keys of the reference", p, visited)
+		}
 	}
 }
