@@ -12,7 +12,7 @@ func Reference(p Provider) []byte {
 	if p == ProviderProxmox {
 		host = referenceProxmoxHost
 	}
-	return []byte(strings.Replace(referenceLab, "{{host}}\n", host, 1))
+	return []byte(strings.Replace(referenceLab, "{{host}}", host, 1))
 }
 
 const referenceLocalHost = `host:
@@ -73,12 +73,15 @@ const referenceLab = `# lab.yaml: one file describes the whole homelab.
 #
 # The architecture, in one picture:
 #
-#   Internet ── wan (net0) ──┬── lb  (LXC)  :80 :443 ──┐
-#                            └── vpn (LXC)  :51820/udp │
-#                                  │                   │
-#              admin (net1) ───────┴── manager VM      │  apps (net2)
-#              reachable only      ├── control plane   │
-#              through the VPN     └── workers ────────┘
+#   Internet
+#      |
+#   wan (net0) -------+------------------------+
+#                     |                        |
+#            vpn (LXC) :51820/udp     lb (LXC) :80 :443
+#                     |                        |
+#   admin (net1) -----+-- manager VM           |   apps (net2)
+#   (VPN only)        +-- control plane        |
+#                     +-- workers -------------+
 #
 # Default deny between zones: from the Internet only the LB frontends and
 # the VPN port are reachable; the admin network (Talos API, Kubernetes API,
