@@ -170,10 +170,17 @@ func (p *Provider) delete(ctx context.Context, r plan.Resource) error {
 			return err
 		}
 		return p.del(ctx, "/cluster/firewall/groups/"+pveapi.Seg(r.Name), nil, nil)
-	case tImage:
+	case tImage, tTemplate:
+		if !p.opts.PurgeImages {
+			// Shared and slow to download again: only deleted when asked
+			// (destroy --purge-images); Kept lists them for the caller.
+			fmt.Fprintf(p.log, "keeping %s (destroy --purge-images deletes it)\n", r.ID())
+			return nil
+		}
+		if r.Type == tTemplate {
+			return p.deleteVolume(ctx, r.Attrs["volid"])
+		}
 		return p.deleteVolume(ctx, r.Name)
-	case tTemplate:
-		return p.deleteVolume(ctx, r.Attrs["volid"])
 	case tSnippet:
 		return p.deleteVolume(ctx, p.px.ImageStorage+":snippets/"+r.Attrs["file"])
 	case tLXC, tVM:

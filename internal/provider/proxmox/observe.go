@@ -198,7 +198,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 	for _, v := range vols {
 		_, file, _ := strings.Cut(v.Volid, ":")
 		switch {
-		case v.Content == "import" && (v.Volid == mgrImage || strings.HasPrefix(file, "import/talos-") && strings.HasSuffix(file, "-nocloud-amd64.qcow2")):
+		case v.Content == "import" && p.isLabImage(v.Volid, file, mgrImage):
 			out = append(out, plan.Resource{Type: tImage, Name: v.Volid, Attrs: map[string]string{"url": p.imageURL(v.Volid)}})
 		case v.Content == "vztmpl" && strings.HasPrefix(file, "vztmpl/"+lxcTemplate+"_") && !tmplSeen:
 			tmplSeen = true
@@ -234,6 +234,21 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		}
 	}
 	return out, nil
+}
+
+// isLabImage reports whether an import volume is one of the lab's images:
+// one Desired asked for, or, when Desired was not called (destroy), one
+// named as the lab names its images. Images of other versions are left
+// alone on apply: they are shared.
+func (p *Provider) isLabImage(volid, file, mgrImage string) bool {
+	p.mu.Lock()
+	want := p.want
+	p.mu.Unlock()
+	if want != nil {
+		_, ok := want[tImage+"/"+volid]
+		return ok
+	}
+	return volid == mgrImage || strings.HasPrefix(file, "import/talos-") && strings.HasSuffix(file, "-nocloud-amd64.qcow2")
 }
 
 // imageURL is the URL the lab downloads a volume from, when it is one of
