@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -134,7 +135,7 @@ func (t *Table) queue(c *nftables.Conn) error {
 
 	sets := map[string]*nftables.Set{}
 	for _, s := range t.Sets {
-		ns := &nftables.Set{Table: nt, Name: s.Name, KeyType: nftables.TypeIPAddr, Interval: true}
+		ns := &nftables.Set{Table: nt, ID: nextSetID(), Name: s.Name, KeyType: nftables.TypeIPAddr, Interval: true}
 		if err := c.AddSet(ns, intervalElements(s.Elements)); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
@@ -199,6 +200,13 @@ func intervalElements(ps []netip.Prefix) []nftables.SetElement {
 	}
 	return out
 }
+
+// setIDs numbers sets within a transaction. google/nftables hands out IDs
+// from an unguarded global when ID is zero, which races when several
+// rulesets load at once; giving every set an ID here avoids it.
+var setIDs atomic.Uint32
+
+func nextSetID() uint32 { return setIDs.Add(1) }
 
 // ifname pads an interface name the way the kernel stores it.
 func ifname(n string) []byte {
@@ -275,7 +283,7 @@ func (r Rule) exprs(c *nftables.Conn, t *nftables.Table, sets map[string]*nftabl
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			cmp(binaryutil.BigEndian.PutUint16(r.DPorts[0])))
 	default:
-		s := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
+		s := &nftables.Set{Table: t, ID: nextSetID(), Name: "__set%d", Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
 		elems := make([]nftables.SetElement, len(r.DPorts))
 		for i, p := range r.DPorts {
 			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
