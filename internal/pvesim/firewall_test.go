@@ -3,6 +3,8 @@ package pvesim
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
@@ -222,4 +224,55 @@ func FuzzPropertyString(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestUploadAndRequires(t *testing.T) {
+	c := newClient(t, Options{})
+	var buf strings.Builder
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("content", "iso")
+	fw, _ := mw.CreateFormFile("filename", "cidata-130.iso")
+	fw.Write([]byte("nocloud seed"))
+	mw.Close()
+	rq, _ := http.NewRequest("POST", c.srv.URL+"/nodes/pve/storage/local/upload", strings.NewReader(buf.String()))
+	rq.Header.Set("Content-Type", mw.FormDataContentType())
+	rq.Header.Set("Authorization", c.auth)
+	resp, err := c.http.Do(rq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct{ Data string }
+	json.NewDecoder(resp.Body).Decode(&env)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || c.wait(env.Data) != "OK" {
+		t.Fatalf("upload = %s %q", resp.Status, env.Data)
+	}
+	v := c.srv.Snapshot().Volumes["local:iso/cidata-130.iso"]
+	if v == nil || string(v.Data) != "nocloud seed" || v.Size != 12 {
+		t.Errorf("uploaded volume = %+v", v)
+	}
+
+	a := c.do("POST", "/nodes/pve/storage/local/download-url", vals("content", "iso", "filename", "x.iso",
+		"url", "https://example.com/x.iso", "checksum", "abc"))
+	if a.Status != 400 || a.Errors["checksum-algorithm"] != "missing property - 'checksum' requires this property" {
+		t.Errorf("checksum without algorithm = %d %v", a.Status, a.Errors)
+	}
+
+	var perms map[string]map[string]int
+	c.ok("GET", "/access/permissions", nil, &perms)
+	if perms["/"]["VM.Allocate"] != 1 {
+		t.Errorf("permissions = %v, want VM.Allocate on /", perms)
+	}
+}
+
+func TestSchemaPatternsCompile(t *testing.T) {
+	// LoadSchema fails on a pattern RE2 cannot compile; every parameter's
+	// pattern must therefore be enforced.
+	p, err := SchemaPath()
+	if err != nil {
+		t.Skip(err)
+	}
+	if _, err := LoadSchema(p); err != nil && !errors.Is(err, ErrNoSchema) {
+		t.Fatal(err)
+	}
 }

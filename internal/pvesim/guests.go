@@ -500,6 +500,44 @@ func init() {
 				}), nil
 			})
 		}
+		handle("PUT "+base+"/{vmid}/resize", func(s *Sim, r *req) (any, error) {
+			g, err := s.guest(r, typ)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkLock(g, r); err != nil {
+				return nil, err
+			}
+			if r.has("digest") && r.str("digest") != digest(g.Config) {
+				return nil, errf(500, "detected modified configuration - file changed by other user? Try again.")
+			}
+			key := r.str("disk")
+			val := g.Config[key]
+			volid, _, _ := strings.Cut(val, ",")
+			vol := s.st.Volumes[volid]
+			if val == "" || vol == nil {
+				return nil, errf(500, "disk '%s' does not exist", key)
+			}
+			size, err := newSize(vol.Size, r.str("size"))
+			if err != nil {
+				return nil, err
+			}
+			return s.startTask(g.Node, "resize", itoa(g.VMID), r.user, func(failed string) error {
+				if failed != "" {
+					return nil
+				}
+				vol.Size = size
+				parts, _ := parsePropertyString(val)
+				out := []string{volid}
+				for _, kv := range parts[1:] {
+					if kv[0] != "size" {
+						out = append(out, kv[0]+"="+kv[1])
+					}
+				}
+				g.Config[key] = strings.Join(append(out, "size="+fmtSize(size)), ",")
+				return nil
+			}), nil
+		})
 		handle("DELETE "+base+"/{vmid}", func(s *Sim, r *req) (any, error) {
 			vmid, node := r.int("vmid"), r.str("node")
 			g := s.st.Guests[vmid]
@@ -589,4 +627,24 @@ func (s *Sim) createGuest(r *req, typ string) (any, error) {
 		}
 		return nil
 	}), nil
+}
+
+var resizeRE = regexp.MustCompile(`^(\+?)(\d+(?:\.\d+)?)([KMGT]?)$`)
+
+// newSize applies a resize request ("+10G" grows, "32G" sets) as PVE does.
+func newSize(cur int64, req string) (int64, error) {
+	m := resizeRE.FindStringSubmatch(req)
+	if m == nil {
+		return 0, errf(500, "invalid size '%s'", req)
+	}
+	f, _ := strconv.ParseFloat(m[2], 64)
+	unit := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m[3]]
+	n := int64(f * unit)
+	if m[1] == "+" {
+		n += cur
+	}
+	if n < cur {
+		return 0, errf(500, "shrinking disks is not supported")
+	}
+	return n, nil
 }

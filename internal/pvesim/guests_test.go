@@ -86,6 +86,19 @@ func TestQEMULifecycle(t *testing.T) {
 	if conf["digest"] == nil {
 		t.Errorf("config has no digest")
 	}
+	if got := c.task("PUT", "/nodes/pve/qemu/100/resize", vals("disk", "scsi0", "size", "+1G")); got != "OK" {
+		t.Fatalf("resize = %q", got)
+	}
+	c.wantErr("PUT", "/nodes/pve/qemu/100/resize", vals("disk", "scsi0", "size", "1G"), 500, "shrinking disks is not supported")
+	c.wantErr("PUT", "/nodes/pve/qemu/100/resize", vals("disk", "scsi1", "size", "+1G"), 500, "disk 'scsi1' does not exist")
+	if v := c.srv.Snapshot().Volumes["local-lvm:vm-100-disk-0"]; v == nil || v.Size != DefaultDownloadSize+1<<30 {
+		t.Errorf("disk after resize = %+v, want %d bytes", v, DefaultDownloadSize+1<<30)
+	}
+	conf = nil
+	c.ok("GET", "/nodes/pve/qemu/100/config", nil, &conf)
+	if s, _ := conf["scsi0"].(string); !strings.HasSuffix(s, ",size=2G") || !strings.Contains(s, "discard=on") {
+		t.Errorf("scsi0 after resize = %q", s)
+	}
 	var res []map[string]any
 	c.ok("GET", "/cluster/resources", vals("type", "vm"), &res)
 	if len(res) != 1 || res[0]["id"] != "qemu/100" || res[0]["tags"] != "homelab;talos" || res[0]["node"] != "pve" {

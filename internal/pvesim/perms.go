@@ -121,3 +121,31 @@ func tokenHas(tok Token, p string, privs []string, any bool) (bool, string) {
 	}
 	return true, ""
 }
+
+// allPrivs are the privileges an unrestricted token reports.
+var allPrivs = []string{"Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate",
+	"Datastore.Audit", "SDN.Use", "Sys.Audit", "Sys.Modify", "Sys.AccessNetwork", "Sys.PowerMgmt",
+	"VM.Allocate", "VM.Audit", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit",
+	"VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
+	"VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted", "VM.PowerMgmt"}
+
+func init() {
+	handle("GET /access/permissions", func(s *Sim, r *req) (any, error) {
+		privs := r.tok.Privs
+		if privs == nil {
+			privs = map[string][]string{"/": allPrivs}
+		}
+		out := map[string]map[string]int{}
+		for p, list := range privs {
+			if r.has("path") && p != r.str("path") {
+				continue
+			}
+			m := map[string]int{}
+			for _, pr := range list {
+				m[pr] = 1
+			}
+			out[p] = m
+		}
+		return out, nil
+	})
+}

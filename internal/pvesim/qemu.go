@@ -89,6 +89,18 @@ func init() {
 		}
 		return map[string]any{"result": ifaces}, nil
 	})
+	handle("GET /nodes/{node}/qemu/{vmid}/pending", func(s *Sim, r *req) (any, error) {
+		g, err := s.guest(r, "qemu")
+		if err != nil {
+			return nil, err
+		}
+		out := []map[string]any{}
+		conf := s.configAnswer(g)
+		for _, k := range slices.Sorted(maps.Keys(conf)) {
+			out = append(out, map[string]any{"key": k, "value": conf[k]})
+		}
+		return out, nil
+	})
 	handle("GET /nodes/{node}/qemu/{vmid}/cloudinit", func(s *Sim, r *req) (any, error) {
 		g, err := s.guest(r, "qemu")
 		if err != nil {
