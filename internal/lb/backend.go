@@ -26,6 +26,7 @@ type serverRT struct {
 	ejectedUntil atomic.Int64 // unix nanoseconds; passive ejection
 	consecFails  atomic.Int32
 	draining     atomic.Bool
+	drained      atomic.Bool // drain timer fired
 
 	active      atomic.Int64
 	conns       atomic.Uint64
@@ -182,7 +183,9 @@ func (b *backendRT) pick(client netip.Addr, tried []*serverRT) *serverRT {
 	if sv := b.pickFrom(client, tried, func(sv *serverRT) bool { return sv.available(now) }); sv != nil {
 		return sv
 	}
-	return b.pickFrom(client, tried, func(sv *serverRT) bool { return !sv.disabled.Load() && !sv.draining.Load() })
+	// A reload may have replaced this backend while the connection was
+	// being accepted; its servers then drain but still serve.
+	return b.pickFrom(client, tried, func(sv *serverRT) bool { return !sv.disabled.Load() && !sv.drained.Load() })
 }
 
 func isTried(sv *serverRT, tried []*serverRT) bool {

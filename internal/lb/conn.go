@@ -126,7 +126,9 @@ const (
 
 // handle takes an accepted client connection through admission, routing
 // and the dial, then proxies it. It owns c and one slot of the global cap.
-func (s *Balancer) handle(fe *frontendRT, c *net.TCPConn, st *state) {
+func (s *Balancer) handle(l *listener, c *net.TCPConn) {
+	fe := l.fe.Load()
+	st := s.state.Load()
 	released := false
 	release := func() {
 		if !released {
@@ -222,6 +224,12 @@ func (s *Balancer) handle(fe *frontendRT, c *net.TCPConn, st *state) {
 	}
 	defer releaseSrc()
 
+	if fe.acceptProxy || fe.needSNI {
+		// The handshake took time: route with the newest config.
+		if nf := l.fe.Load(); nf != fe && nf.needSNI == fe.needSNI && nf.acceptProxy == fe.acceptProxy {
+			fe = nf
+		}
+	}
 	bk := fe.def
 	if fe.needSNI {
 		for {
@@ -311,8 +319,8 @@ func (s *Balancer) handle(fe *frontendRT, c *net.TCPConn, st *state) {
 	sv.active.Add(1)
 	stats.active.Add(1)
 	sv.track(pc)
-	if sv.draining.Load() || s.isClosed() {
-		// Removed by a reload while we dialed: the drain already swept.
+	if sv.drained.Load() || s.isClosed() {
+		// The drain timer fired (or we are closing) while we dialed.
 		pc.abort()
 	}
 	released = true

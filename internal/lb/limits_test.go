@@ -68,7 +68,7 @@ backends:
 		t.Errorf("%d of 6 quick connections admitted, want the burst of 3", ok)
 	}
 	dialFrom(t, "127.0.0.5", a).hello(t) // other sources unaffected
-	time.Sleep(250 * time.Millisecond)  // 5/s refills at least one token
+	time.Sleep(250 * time.Millisecond)   // 5/s refills at least one token
 	dialFrom(t, "127.0.0.4", a).hello(t)
 	if n := s.Status().Frontends[0].Rejected[rejSourceRate]; n != 3 {
 		t.Errorf("source_rate rejections = %d, want 3", n)

@@ -286,6 +286,23 @@ func (s *Balancer) apply(cfg *Config) error {
 			needed[k] = true
 		}
 	}
+	// A listener bound to port 0 is kept when the new config names the
+	// port it got.
+	bound := map[string]string{}
+	for k, l := range s.listeners {
+		bound[strings.SplitN(k, " ", 2)[0]+" "+l.localAddr().String()] = k
+	}
+	for _, w := range wants {
+		if _, ok := s.listeners[w.key]; ok {
+			continue
+		}
+		if k, ok := bound[w.proto+" "+w.addr]; ok && !needed[k] {
+			l := s.listeners[k]
+			delete(s.listeners, k)
+			l.key = w.key
+			s.listeners[w.key] = l
+		}
+	}
 	fresh := map[string]*listener{}
 	for _, w := range wants {
 		if _, ok := s.listeners[w.key]; ok {
@@ -448,6 +465,7 @@ func (s *Balancer) drain(sv *serverRT, d time.Duration) {
 	s.logger().Info("server removed, draining", "backend", sv.backend, "server", sv.addr, "connections", n, "timeout", d.String())
 	sv.mu.Lock()
 	sv.drainTmr = time.AfterFunc(d, func() {
+		sv.drained.Store(true)
 		if closed := sv.closeConns(); closed > 0 {
 			s.logger().Warn("drain timeout: closed remaining connections", "backend", sv.backend, "server", sv.addr, "connections", closed)
 		}
@@ -561,12 +579,10 @@ func (s *Balancer) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		s.capacity.acquire()
-		fe := l.fe.Load()
-		st := s.state.Load()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(fe, c, st)
+			s.handle(l, c)
 		}()
 	}
 }
