@@ -16,3 +16,18 @@
 // asynchronous tasks with real UPIDs. Faults (latency, 5xx answers, failed
 // tasks, dropped connections) can be injected at run time.
 package pvesim
+
+// Usage in a test:
+//
+//	srv := pvesim.Start(t, pvesim.Options{TimeScale: 0.01})
+//	// point the client at srv.URL with srv.TokenID/srv.TokenSecret, trusting
+//	// srv.CAPEM or pinning srv.Fingerprint; then at the end:
+//	for _, v := range srv.Violations() {
+//		t.Errorf("request not valid per the PVE 9.1 schema: %s", v)
+//	}
+//
+// Faults: FailNext (5xx on matching calls), FailNextTask (a task ends with an
+// error exit status), DropNext (connection closed without an answer),
+// SetCallLatency and SetTaskLatency (scaled by SetTimeScale). Observation:
+// Calls, CallCount, CallCounts (per "METHOD /path/{template}") and Snapshot.
+// Out-of-band changes (for example a snippet copied over SSH): AddVolume.

@@ -158,10 +158,6 @@ func (st *state) storage(id string) *StorageConfig {
 
 func (sc *StorageConfig) supports(content string) bool { return slices.Contains(sc.Content, content) }
 
-func (sc *StorageConfig) isFile() bool {
-	return sc.Type != "lvmthin" && sc.Type != "lvm" && sc.Type != "zfspool" && sc.Type != "rbd"
-}
-
 func (st *state) used(storage string) int64 {
 	var n int64
 	for _, v := range st.Volumes {
