@@ -15,8 +15,7 @@
 // the cluster and guest firewall, QEMU VMs and LXC containers with locks, and
 // asynchronous tasks with real UPIDs. Faults (latency, 5xx answers, failed
 // tasks, dropped connections) can be injected at run time.
-package pvesim
-
+//
 // Usage in a test:
 //
 //	srv := pvesim.Start(t, pvesim.Options{TimeScale: 0.01})
@@ -31,3 +30,4 @@ package pvesim
 // SetCallLatency and SetTaskLatency (scaled by SetTimeScale). Observation:
 // Calls, CallCount, CallCounts (per "METHOD /path/{template}") and Snapshot.
 // Out-of-band changes (for example a snippet copied over SSH): AddVolume.
+package pvesim
