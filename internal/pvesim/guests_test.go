@@ -308,3 +308,32 @@ func TestLatencyTimeScale(t *testing.T) {
 	}
 	noViolations(t, c.srv)
 }
+
+func TestNodesAndStoragesAreConfigurable(t *testing.T) {
+	c := newClient(t, Options{
+		Nodes:    []string{"pve1", "pve2"},
+		Storages: []StorageConfig{{ID: "tank", Type: "zfspool", Content: []string{"images", "rootdir"}, Total: 1 << 40}},
+	})
+	var nodes []map[string]any
+	c.ok("GET", "/nodes", nil, &nodes)
+	if len(nodes) != 2 || nodes[0]["node"] != "pve1" || nodes[1]["node"] != "pve2" {
+		t.Errorf("nodes = %v", nodes)
+	}
+	c.wantErr("POST", "/nodes/pve2/qemu", vals("vmid", "100", "scsi0", "local-lvm:8"), 500, "storage 'local-lvm' does not exist")
+	if got := c.task("POST", "/nodes/pve2/qemu", vals("vmid", "100", "scsi0", "tank:8")); got != "OK" {
+		t.Fatalf("create on pve2 = %q", got)
+	}
+	var res []map[string]any
+	c.ok("GET", "/cluster/resources", vals("type", "vm"), &res)
+	if len(res) != 1 || res[0]["node"] != "pve2" {
+		t.Errorf("resources = %v", res)
+	}
+	c.wantErr("GET", "/nodes/pve1/qemu/100/config", nil, 500, "Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist")
+	c.wantErr("POST", "/nodes/pve1/qemu", vals("vmid", "100"), 500, "VM 100 already exists on node 'pve2'")
+	var next string
+	c.ok("GET", "/cluster/nextid", nil, &next)
+	if next != "101" {
+		t.Errorf("nextid = %q, want 101", next)
+	}
+	noViolations(t, c.srv)
+}

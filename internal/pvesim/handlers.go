@@ -135,7 +135,9 @@ func init() {
 		}
 		if typ == "" || typ == "vm" {
 			for _, id := range slices.Sorted(maps.Keys(s.st.Guests)) {
-				out = append(out, guestEntry(s.st.Guests[id], true))
+				if ok, _ := tokenHas(r.tok, "/vms/"+itoa(id), []string{"VM.Audit"}, false); ok {
+					out = append(out, guestEntry(s.st.Guests[id], true))
+				}
 			}
 		}
 		return out, nil
