@@ -104,6 +104,7 @@ Start with:
 		newApplyCmd(),
 		newStatusCmd(),
 		newDestroyCmd(),
+		newLBCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
