@@ -28,7 +28,7 @@ type Options struct {
 	LogFormat string
 	// Watch is how often the config file is checked for changes (default
 	// 2s; negative: only SIGHUP reloads).
-	Watch time.Duration
+	Watch  time.Duration
 	Stderr io.Writer
 	// Started, if set, is called once the balancer listens (for tests).
 	Started func(*lb.Balancer)
