@@ -500,6 +500,9 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 			}
 		}
 	} else {
+		if _, err := p.waitUnlocked(ctx, gp); err != nil {
+			return err
+		}
 		form := url.Values{}
 		for k, v := range b.config {
 			form[k] = v
@@ -577,13 +580,11 @@ func (p *Provider) deleteGuest(ctx context.Context, r plan.Resource) error {
 	if ts := splitTags(tags); !slices.Contains(ts, "homelab") || !slices.Contains(ts, "homelab-"+tagSafe(p.lab.Name)) {
 		return fmt.Errorf("refusing to delete guest %d: it does not carry the tags of lab %s", vmid, p.lab.Name)
 	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	if err := p.get(ctx, gp+"/status/current", nil, &st); err != nil {
+	status, err := p.waitUnlocked(ctx, gp)
+	if err != nil {
 		return err
 	}
-	if st.Status == "running" {
+	if status == "running" {
 		if err := p.stopGuest(ctx, node, kind, vmid); err != nil {
 			return err
 		}
@@ -608,10 +609,11 @@ func (p *Provider) start(ctx context.Context, b *build) error {
 	var st struct {
 		Status string `json:"status"`
 	}
-	if err := p.get(ctx, gp+"/status/current", nil, &st); err != nil {
+	status, err := p.waitUnlocked(ctx, gp)
+	if err != nil {
 		return err
 	}
-	if st.Status != "running" {
+	if status != "running" {
 		apply.Report(ctx, 0.1, "starting")
 		if err := p.task(ctx, http.MethodPost, gp+"/status/start", nil); err != nil {
 			return err
@@ -703,4 +705,37 @@ func (p *Provider) install(ctx context.Context, b *build) error {
 	}
 	marker := fmt.Sprintf("sha=%s\nvmid=%s\nsource=%s\n", b.res.Attrs["sha"], b.res.Attrs["vmid"], b.res.Attrs["source"])
 	return push(len(b.files), installFile{path: installedMarker, mode: "0644", data: []byte(marker)})
+}
+
+// waitUnlocked waits until the guest has no lock: a create, resize or
+// backup an earlier (perhaps interrupted) run started finishes on the host
+// on its own. It returns the guest's status.
+func (p *Provider) waitUnlocked(ctx context.Context, gp string) (string, error) {
+	deadline := time.Now().Add(p.opts.StartTimeout)
+	poll := p.opts.Poll
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	for {
+		var st struct {
+			Status string `json:"status"`
+			Lock   string `json:"lock"`
+		}
+		if err := p.get(ctx, gp+"/status/current", nil, &st); err != nil {
+			return "", err
+		}
+		if st.Lock == "" {
+			return st.Status, nil
+		}
+		if time.Now().After(deadline) {
+			return "", withHint(fmt.Errorf("guest %s is still locked (%s) after %s", path.Base(gp), st.Lock, p.opts.StartTimeout),
+				"a task on the host holds the lock: see the node's task list in the web UI; `qm unlock`/`pct unlock` if the task is gone")
+		}
+		apply.Report(ctx, 0.05, "waiting for lock "+st.Lock)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(poll):
+		}
+	}
 }

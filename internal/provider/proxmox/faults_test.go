@@ -161,8 +161,25 @@ func TestDestroyAndForeignGuest(t *testing.T) {
 	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
 		t.Fatalf("apply: %v\n%s", err, describe(pl))
 	}
-	pl, err := converge(ctx, p, f.lab, f.arts, true)
+	// A destroy as the command line does it: a fresh provider, no Desired.
+	fresh, err := New(ctx, f.lab, f.options())
 	if err != nil {
+		t.Fatal(err)
+	}
+	obsFresh, err := fresh.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range obsFresh {
+		if r.Type == tImage || r.Type == tTemplate {
+			t.Errorf("Observe without Desired reports %s; a destroy would delete a kept image", r.ID())
+		}
+	}
+	pl, err := plan.Make(nil, obsFresh, plan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply.Run(ctx, pl, fresh, apply.Options{Parallel: 8, Backoff: time.Millisecond}); err != nil {
 		t.Fatalf("destroy: %v\n%s", err, describe(pl))
 	}
 	snap := f.srv.Snapshot()

@@ -200,7 +200,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		switch {
 		case v.Content == "import" && p.isLabImage(v.Volid, file, mgrImage):
 			out = append(out, plan.Resource{Type: tImage, Name: v.Volid, Attrs: map[string]string{"url": p.imageURL(v.Volid)}})
-		case v.Content == "vztmpl" && strings.HasPrefix(file, "vztmpl/"+lxcTemplate+"_") && !tmplSeen:
+		case v.Content == "vztmpl" && strings.HasPrefix(file, "vztmpl/"+lxcTemplate+"_") && !tmplSeen && p.templateObserved():
 			tmplSeen = true
 			out = append(out, plan.Resource{Type: tTemplate, Name: lxcTemplate, Attrs: map[string]string{"storage": p.px.ImageStorage, "volid": v.Volid}})
 		case v.Content == "snippets" && strings.HasPrefix(file, "snippets/"):
@@ -248,6 +248,10 @@ func (p *Provider) isLabImage(volid, file, mgrImage string) bool {
 		_, ok := want[tImage+"/"+volid]
 		return ok
 	}
+	return p.opts.PurgeImages && labImageName(volid, file, mgrImage)
+}
+
+func labImageName(volid, file, mgrImage string) bool {
 	return volid == mgrImage || strings.HasPrefix(file, "import/talos-") && strings.HasSuffix(file, "-nocloud-amd64.qcow2")
 }
 
@@ -344,22 +348,37 @@ func (p *Provider) groupRulesLive(ctx context.Context, group string) ([]fwRule, 
 
 // Kept lists what destroy leaves behind: the downloaded images and the
 // container template (shared, slow to download again), unless the
-// provider was made with PurgeImages.
+// provider was made with PurgeImages. Observe does not report them when
+// Desired was not called (destroy) and PurgeImages is off, so a destroy
+// plan leaves them alone.
 func (p *Provider) Kept(ctx context.Context) ([]string, error) {
 	if p.opts.PurgeImages {
 		return nil, nil
 	}
-	obs, err := p.Observe(ctx)
-	if err != nil {
-		return nil, err
+	var vols []volume
+	if err := p.get(ctx, p.nodePath("/storage/"+pveapi.Seg(p.px.ImageStorage)+"/content"), nil, &vols); err != nil {
+		return nil, p.explain(err, "listing storage "+p.px.ImageStorage)
 	}
+	mgrImage := p.px.ImageStorage + ":import/" + imageFileName(p.lab.Manager.Image)
 	var ids []string
-	for _, r := range obs {
-		if r.Type == tImage || r.Type == tTemplate {
-			ids = append(ids, r.ID())
+	for _, v := range vols {
+		_, file, _ := strings.Cut(v.Volid, ":")
+		switch {
+		case v.Content == "import" && labImageName(v.Volid, file, mgrImage):
+			ids = append(ids, tImage+"/"+v.Volid)
+		case v.Content == "vztmpl" && strings.HasPrefix(file, "vztmpl/"+lxcTemplate+"_"):
+			ids = append(ids, tTemplate+"/"+lxcTemplate)
 		}
 	}
 	return ids, nil
+}
+
+// templateObserved reports whether Observe lists the container template:
+// on apply (Desired was called), or on a destroy that purges images.
+func (p *Provider) templateObserved() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.want != nil || p.opts.PurgeImages
 }
 
 // Status prints the lab's guests with their state.
