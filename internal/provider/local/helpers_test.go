@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/homelab-dev/homelab/internal/apply"
+	"github.com/homelab-dev/homelab/internal/firewall"
 	"github.com/homelab-dev/homelab/internal/provider/local"
 	"github.com/homelab-dev/homelab/internal/provider/local/ns"
 	"github.com/homelab-dev/homelab/internal/render"
@@ -156,6 +157,15 @@ func (tl *testLab) leftovers(t testing.TB) []string {
 		cl := strings.ReplaceAll(string(b), "\x00", " ")
 		if strings.Contains(cl, tl.stateDir) || strings.Contains(cl, "--name "+tl.lab.Name+"-") {
 			out = append(out, "process "+e.Name()+": "+cl)
+		}
+	}
+	// Nothing of the lab lives in this namespace; check that it stayed so.
+	if c, err := firewall.Conn(-1); err == nil {
+		tables, _ := firewall.Tables(c)
+		for _, tb := range tables {
+			if tb.Name == firewall.TableName(tl.lab) {
+				out = append(out, "nftables table "+tb.Name+" in the root namespace")
+			}
 		}
 	}
 	links, _ := os.ReadDir("/sys/class/net")

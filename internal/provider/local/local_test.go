@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -192,6 +193,32 @@ func TestReferenceLab(t *testing.T) {
 		}
 		if _, err := verify.Run(ctx, tl.lab, verify.Options{}); err != nil {
 			t.Errorf("verify after apply: %v", err)
+		}
+	})
+
+	t.Run("a guest namespace deleted behind apply's back is rebuilt", func(t *testing.T) {
+		before := daemon(t, tl.p, w1.NS)
+		// ip netns del unmounts the name; the stand-in keeps running in the
+		// orphaned namespace, unreachable.
+		if out, err := exec.Command("ip", "netns", "del", w1.NS).CombinedOutput(); err != nil {
+			t.Skipf("ip netns del: %v %s", err, out)
+		}
+		pl, _, err := tl.p.Converge(ctx, tl.arts, apply.Options{})
+		if err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if !slices.Contains(stepIDs(pl), "create netns/"+w1.NS) {
+			t.Errorf("apply did not recreate %s: %v", w1.NS, stepIDs(pl))
+		}
+		after := daemon(t, tl.p, w1.NS)
+		if after.PID == 0 || after.PID == before.PID {
+			t.Errorf("%s: daemon pid %d before, %d after; want a new one", w1.NS, before.PID, after.PID)
+		}
+		if err := syscall.Kill(before.PID, 0); err == nil {
+			t.Errorf("the old stand-in %d still runs in the orphaned namespace", before.PID)
+		}
+		if _, err := verify.Run(ctx, tl.lab, verify.Options{}); err != nil {
+			t.Errorf("verify after the rebuild: %v", err)
 		}
 	})
 

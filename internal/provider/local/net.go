@@ -285,6 +285,14 @@ func ensureLink(s linkSpec) error {
 	defer peerNS.Close()
 	return withHandle(s.EndNS, func(h *netlink.Handle) error {
 		end, err := h.LinkByName(s.End)
+		if err == nil && !hasLink(s.PeerNS, s.Peer) {
+			// The pair's other end is not in the guest's namespace (the
+			// namespace was deleted and made again): start over.
+			if err := h.LinkDel(end); err != nil {
+				return fmt.Errorf("deleting the stale %s in %s: %w", s.End, s.EndNS, err)
+			}
+			end, err = nil, netlink.LinkNotFoundError{}
+		}
 		if isNotFound(err) {
 			// A peer of that name left in the guest by an interrupted run
 			// would block the create; it has no other end, remove it.
@@ -342,6 +350,17 @@ func ensureLink(s linkSpec) error {
 			return addRoutes(ph, p, s.Routes)
 		})
 	})
+}
+
+// hasLink reports whether the named namespace has a link of that name.
+func hasLink(nsName, name string) bool {
+	found := false
+	_ = withHandle(nsName, func(h *netlink.Handle) error {
+		_, err := h.LinkByName(name)
+		found = err == nil
+		return nil
+	})
+	return found
 }
 
 // observeLink reads a veth pair; found is false when the end in EndNS is

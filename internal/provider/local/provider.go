@@ -463,10 +463,20 @@ func (p *Provider) procState(sp procSpec) (procState, bool) {
 	if err := readJSON(p.l.state(sp.Name), &st); err != nil {
 		return st, false
 	}
-	if st.Hash != sp.Hash || !alive(st.PID, sp.Argv) {
+	if st.Hash != sp.Hash || !alive(st.PID, sp.Argv) || !inNamespace(st.PID, sp.NS) {
 		st.PID = 0
 	}
 	return st, true
+}
+
+// inNamespace reports whether pid runs in the named namespace (not in an
+// older namespace of that name that someone deleted under it).
+func inNamespace(pid int, name string) bool {
+	var a, b syscall.Stat_t
+	if syscall.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &a) != nil || syscall.Stat(ns.Path(name), &b) != nil {
+		return false
+	}
+	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // Create builds one resource. Every create is also a repair: it converges
@@ -643,6 +653,12 @@ func (p *Provider) ensureProcess(ctx context.Context, d procDef) error {
 		if err := p.ensureSupervisor(); err != nil {
 			return err
 		}
+	}
+	// A daemon still running in a namespace that was deleted and made
+	// again is of no use: end it, the supervisor starts it in the new one.
+	var old procState
+	if readJSON(p.l.state(d.spec.Name), &old) == nil && old.PID > 0 && alive(old.PID, d.spec.Argv) && !inNamespace(old.PID, d.spec.NS) {
+		_ = syscall.Kill(old.PID, syscall.SIGKILL)
 	}
 	p.signalSupervisor()
 	var st procState
