@@ -129,6 +129,20 @@ const (
 func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	fe := l.fe.Load()
 	st := s.state.Load()
+	s.pendingMu.Lock()
+	if s.closed.Load() {
+		s.pendingMu.Unlock()
+		c.Close()
+		s.capacity.release()
+		return
+	}
+	s.pending[c] = struct{}{}
+	s.pendingMu.Unlock()
+	defer func() {
+		s.pendingMu.Lock()
+		delete(s.pending, c)
+		s.pendingMu.Unlock()
+	}()
 	released := false
 	release := func() {
 		if !released {

@@ -48,6 +48,9 @@ type Balancer struct {
 	capacity capLimiter
 	sources  sourceLimiter
 	dialer   net.Dialer
+
+	pendingMu sync.Mutex
+	pending   map[*net.TCPConn]struct{} // accepted, not yet proxying
 	wg       sync.WaitGroup // accept loops, handlers, checks
 }
 
@@ -161,7 +164,10 @@ func (s *Balancer) Start() error {
 	s.feStats = map[string]*frontendStats{}
 	s.noServ = map[string]*atomic.Uint64{}
 	s.startTime = time.Now()
-	s.dialer = net.Dialer{}
+	// No TCP keepalive probes: the idle timeout ends dead connections, and
+	// each option is a syscall per connection.
+	s.dialer = net.Dialer{KeepAlive: -1}
+	s.pending = map[*net.TCPConn]struct{}{}
 	if err := s.apply(cfg); err != nil {
 		return err
 	}
@@ -224,6 +230,11 @@ func (s *Balancer) Close() error {
 		sv.mu.Unlock()
 		sv.closeConns()
 	}
+	s.pendingMu.Lock()
+	for c := range s.pending {
+		c.Close()
+	}
+	s.pendingMu.Unlock()
 	s.capacity.setMax(0) // wake waiting accept loops
 	s.wg.Wait()
 	s.pipes.closeAll()
@@ -499,7 +510,7 @@ func (s *Balancer) listen(proto, addr string) (*listener, error) {
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		family = "6"
 	}
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: reusePort, KeepAlive: -1}
 	l := &listener{addr: addr}
 	switch proto {
 	case "udp":

@@ -1,0 +1,75 @@
+package lb
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestZeroValueRunReloadClose(t *testing.T) {
+	b := startBackend(t, "a")
+	var s Balancer // zero value
+	s.Logger = quietLogger
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	waitFor(t, "Run to start", 2*time.Second, func() bool { return s.state.Load() != nil })
+	cfg, err := Parse([]byte(fmt.Sprintf(`
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    servers:
+%s`, servers(b))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, addr(t, &s, "web"))
+	c.hello(t)
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Run = %v after cancel, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, err := c.tryHello(); err == nil {
+		t.Error("connection still open after Run returned")
+	}
+	if err := s.Reload(cfg); err == nil {
+		t.Error("Reload after Close succeeded")
+	}
+}
+
+func TestCloseEndsPendingHandshakes(t *testing.T) {
+	b := startBackend(t, "a")
+	s := startLB(t, fmt.Sprintf(`
+timeouts: {handshake: 30s}
+frontends:
+  - name: tls
+    listen: ["127.0.0.1:0"]
+    routes: [{sni: [x.example], backend: app}]
+    backend: app
+backends:
+  - name: app
+    servers:
+%s`, servers(b)))
+	c := dial(t, addr(t, s, "tls")) // sends nothing: the peek waits
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with a client in its handshake", d)
+	}
+	if _, err := c.tryHello(); err == nil {
+		t.Error("pending connection got through after Close")
+	}
+}
