@@ -51,7 +51,7 @@ type Balancer struct {
 
 	pendingMu sync.Mutex
 	pending   map[*net.TCPConn]struct{} // accepted, not yet proxying
-	wg       sync.WaitGroup // accept loops, handlers, checks
+	wg        sync.WaitGroup            // accept loops, handlers, checks
 }
 
 // state is one applied configuration.
