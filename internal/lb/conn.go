@@ -74,8 +74,7 @@ func (pc *proxyConn) closeBoth() {
 	})
 }
 
-// run proxies both directions: this goroutine carries client to server,
-// a second one server to client. The last to finish cleans up.
+// run starts one goroutine per direction. The last to finish cleans up.
 func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) {
 	deadline := time.Now().Add(pc.idle)
 	pc.touch()
@@ -100,12 +99,18 @@ func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) 
 			release()
 		}
 	}
-	pc.srv.wg.Add(1)
+	// Both directions run on fresh goroutines: their stacks stay small,
+	// while the accepting goroutine's grew through the handshake and dial
+	// and is freed now.
+	pc.srv.wg.Add(2)
 	go func() {
 		defer pc.srv.wg.Done()
 		finish(pc.pump(backendRaw, clientRaw, pc.backend, pc.client, false), false)
 	}()
-	finish(pc.pump(clientRaw, backendRaw, pc.client, pc.backend, true), true)
+	go func() {
+		defer pc.srv.wg.Done()
+		finish(pc.pump(clientRaw, backendRaw, pc.client, pc.backend, true), true)
+	}()
 }
 
 // handshakeBufs hold the bytes read before a server is chosen (PROXY

@@ -154,6 +154,7 @@ func (s *Balancer) Start() error {
 		cfg = &Config{}
 		cfg.SetDefaults()
 	}
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("checking load balancer config: %w", err)
 	}
@@ -242,7 +243,7 @@ func (s *Balancer) Close() error {
 	return nil
 }
 
-// Reload validates cfg and applies it: listeners that stay are kept open,
+// Reload fills in cfg's defaults, validates it and applies it: listeners that stay are kept open,
 // connections continue on their servers, removed servers drain. If cfg is
 // invalid or a new listener cannot be bound, nothing changes and the error
 // says why.
@@ -250,6 +251,7 @@ func (s *Balancer) Reload(cfg *Config) error {
 	if cfg == nil {
 		return errors.New("reloading load balancer: no config")
 	}
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		s.reloadErr.Add(1)
 		return fmt.Errorf("rejecting new load balancer config: %w", err)
