@@ -118,6 +118,7 @@ func (f *fixture) provider(t testing.TB) *Provider {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { p.Close() })
+	p.api.Backoff = time.Millisecond
 	return p
 }
 
