@@ -1,0 +1,315 @@
+package gitops
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/homelab-dev/homelab/internal/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// testRecipient is a fixed age recipient (the public half only).
+const testRecipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+func referenceLab(t *testing.T) *spec.Lab {
+	t.Helper()
+	lab, diags, err := spec.Parse("lab.yaml", spec.Reference(spec.ProviderLocal))
+	if err != nil {
+		t.Fatalf("parsing the reference lab: %v %v", err, diags)
+	}
+	return lab
+}
+
+func TestTreeGolden(t *testing.T) {
+	lab := referenceLab(t)
+	arts, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("testdata", "tree")
+	if *update {
+		os.RemoveAll(dir)
+		for _, a := range arts {
+			p := filepath.Join(dir, filepath.FromSlash(a.Path))
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, a.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, a := range arts {
+		seen[a.Path] = true
+		want, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(a.Path)))
+		if err != nil {
+			t.Errorf("%s: no golden file (run go test -update): %v", a.Path, err)
+			continue
+		}
+		if !bytes.Equal(a.Data, want) {
+			t.Errorf("%s differs from its golden file (run go test -update and review the diff):\n%s", a.Path, a.Data)
+		}
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			if !seen[filepath.ToSlash(rel)] {
+				t.Errorf("golden file %s is no longer rendered", rel)
+			}
+		}
+		return nil
+	})
+
+	again, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range arts {
+		if arts[i].Path != again[i].Path || !bytes.Equal(arts[i].Data, again[i].Data) {
+			t.Errorf("second render of %s differs: the tree is not deterministic", arts[i].Path)
+		}
+	}
+}
+
+// TestTreeDecodesStrictly decodes every manifest of the tree into its API
+// type with unknown fields rejected, and checks the wiring between them.
+func TestTreeDecodesStrictly(t *testing.T) {
+	lab := referenceLab(t)
+	arts, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]bool{}
+	for _, a := range arts {
+		files[a.Path] = true
+	}
+	kinds := map[string]int{}
+	var releases []*helmv2.HelmRelease
+	var fluxKs []*kustomizev1.Kustomization
+	namespaces := map[string]bool{}
+	for _, a := range arts {
+		if !IsManifest(a.Path) {
+			continue
+		}
+		if a.Secret {
+			t.Errorf("%s is marked secret: the repository must hold no secret", a.Path)
+		}
+		objs, err := Decode(a.Path, a.Data)
+		if err != nil {
+			t.Errorf("strict decoding: %v", err)
+			continue
+		}
+		for _, o := range objs {
+			kinds[o.Kind]++
+			switch v := o.Value.(type) {
+			case *helmv2.HelmRelease:
+				releases = append(releases, v)
+			case *kustomizev1.Kustomization:
+				fluxKs = append(fluxKs, v)
+			case *corev1.Namespace:
+				namespaces[v.Name] = true
+			case *corev1.Secret:
+				t.Errorf("%s: Secret %s in the repository", a.Path, v.Name)
+			case *KustomizeConfig:
+				// Every resource a kustomization.yaml lists exists, except
+				// Flux's components, fetched at bootstrap.
+				for _, r := range v.Resources {
+					p := filepath.ToSlash(filepath.Join(filepath.Dir(a.Path), r))
+					if !files[p] && r != "gotk-components.yaml" {
+						t.Errorf("%s lists %s, which the tree does not hold", a.Path, r)
+					}
+				}
+			}
+		}
+	}
+	if kinds["HelmRelease"] != 8 || kinds["Kustomization"] != 6 {
+		t.Errorf("kinds = %v, want 8 HelmReleases and 6 Kustomizations (3 Flux, 3 kustomize)", kinds)
+	}
+	// Each Flux Kustomization points at a folder of the tree (Flux
+	// generates a kustomization.yaml where there is none, as in
+	// clusters/<lab>).
+	for _, k := range fluxKs {
+		dir := strings.TrimPrefix(k.Spec.Path, "./") + "/"
+		found := false
+		for p := range files {
+			found = found || strings.HasPrefix(p, dir)
+		}
+		if !found {
+			t.Errorf("Flux Kustomization %s points at %s, which holds nothing", k.Name, k.Spec.Path)
+		}
+	}
+	for _, r := range releases {
+		if !namespaces[r.Namespace] {
+			t.Errorf("HelmRelease %s is in namespace %s, which the tree does not create", r.Name, r.Namespace)
+		}
+		if r.Spec.Chart == nil || r.Spec.Chart.Spec.Chart == "" || r.Spec.Values == nil {
+			t.Errorf("HelmRelease %s has no chart or values", r.Name)
+		}
+	}
+}
+
+func TestTreeContent(t *testing.T) {
+	lab := referenceLab(t)
+	arts, err := Tree(lab, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(p string) string {
+		for _, a := range arts {
+			if a.Path == p {
+				return string(a.Data)
+			}
+		}
+		t.Fatalf("the tree has no %s", p)
+		return ""
+	}
+	admin, _ := lab.NetworkByRole(spec.RoleAdmin)
+	apps, _ := lab.NetworkByRole(spec.RoleApps)
+	allow := admin.CIDR.Masked().String() + "," + lab.VPN.Tunnel.Masked().String()
+	tests := []struct{ file, want string }{
+		{"clusters/" + lab.Name + "/flux-system/kustomization.yaml", "- gotk-components.yaml"},
+		{"infrastructure/controllers/ingress-nginx.yaml", "use-proxy-protocol: \"true\""},
+		{"infrastructure/controllers/ingress-nginx.yaml", "proxy-real-ip-cidr: " + apps.CIDR.Masked().String()},
+		{"infrastructure/controllers/ingress-nginx.yaml", "http: 30080"},
+		{"infrastructure/controllers/ingress-nginx.yaml", "https: 30443"},
+		{"infrastructure/controllers/ingress-nginx.yaml", "whitelist-source-range: " + allow},
+		{"infrastructure/controllers/kube-prometheus-stack.yaml", "nginx.ingress.kubernetes.io/whitelist-source-range: " + allow},
+		{"infrastructure/controllers/kube-prometheus-stack.yaml", "ingressClassName: nginx-admin"},
+		{"infrastructure/controllers/victoria-logs.yaml", "ingressClassName: nginx-admin"},
+		{"apps/nextcloud.yaml", "size: 20Gi"},
+		{"apps/nextcloud.yaml", "host: nextcloud." + lab.Name + ".home.arpa"},
+		{"apps/openproject.yaml", "ingressClassName: nginx\n"},
+	}
+	for _, tt := range tests {
+		if got := get(tt.file); !strings.Contains(got, tt.want) {
+			t.Errorf("%s lacks %q", tt.file, tt.want)
+		}
+	}
+	for _, a := range arts {
+		if a.Path == ".sops.yaml" {
+			t.Error("Tree without a SOPS recipient wrote .sops.yaml")
+		}
+	}
+}
+
+func TestTreeErrors(t *testing.T) {
+	lab := referenceLab(t)
+	lab.GitOps.Apps = append(lab.GitOps.Apps, spec.App{Name: "wordpress"})
+	if _, err := Tree(lab, Options{}); err == nil || !strings.Contains(err.Error(), `no template for app "wordpress"`) {
+		t.Errorf("Tree with an unknown app = %v, want an error naming it", err)
+	}
+	lab = referenceLab(t)
+	if _, err := Tree(lab, Options{SOPSRecipient: "ssh-ed25519 AAAA"}); err == nil {
+		t.Error("Tree with a non-age SOPS recipient succeeded")
+	}
+	lab = referenceLab(t)
+	lab.GitOps.Repository = "ssh://git@example.net/lab.git"
+	arts, err := Tree(lab, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range arts {
+		if strings.HasSuffix(a.Path, "gotk-sync.yaml") && !strings.Contains(string(a.Data), "url: ssh://git@example.net/lab.git") {
+			t.Errorf("gotk-sync.yaml ignores gitops.repository:\n%s", a.Data)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"unknown field", "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: a, namespace: b}\nspec:\n  interval: 1m\n  chartt: {}\n", `unknown field "chartt"`},
+		{"unknown nested field", "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: a, namespace: b}\nspec:\n  interval: 1m\n  prune: true\n  sourceRef: {kind: GitRepository, name: x, branch: main}\n", `unknown field "branch"`},
+		{"duplicate key", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\nmetadata: {name: b}\n", "not strict YAML"},
+		{"unknown kind", "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: a}\n", `unknown kind "ClusterIssuer"`},
+		{"no name", "apiVersion: v1\nkind: Namespace\nmetadata: {}\n", "without metadata.name"},
+		{"no namespace", "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {name: a}\nspec: {url: https://x, interval: 1h}\n", "without metadata.namespace"},
+		{"bad type", "apiVersion: v1\nkind: Namespace\nmetadata: {name: [a]}\n", "cannot unmarshal"},
+		{"empty kustomization", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n", "lists no resources"},
+		{"second document", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b, colour: red}\n", `document 2: v1 Namespace: json: unknown field "colour"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode("x.yaml", []byte(tt.doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Decode() = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+type memStore map[string][]byte
+
+func (m memStore) PutFile(name string, data []byte) error { m[name] = bytes.Clone(data); return nil }
+func (m memStore) GetFile(name string) ([]byte, error) {
+	if d, ok := m[name]; ok {
+		return d, nil
+	}
+	return nil, fs.ErrNotExist
+}
+
+func TestAppSecrets(t *testing.T) {
+	lab := referenceLab(t)
+	st := memStore{}
+	first, changed, err := AppSecrets(lab, st)
+	if err != nil || !changed {
+		t.Fatalf("AppSecrets() = changed %v, %v; want a first write", changed, err)
+	}
+	objs, err := Decode(StateFileAppSecrets, first)
+	if err != nil {
+		t.Fatalf("the app secrets do not decode strictly: %v", err)
+	}
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.Namespace+"/"+o.Name)
+		s := o.Value.(*corev1.Secret)
+		for k, v := range s.StringData {
+			if v == "" {
+				t.Errorf("secret %s/%s key %s is empty", o.Namespace, o.Name, k)
+			}
+		}
+	}
+	if got, want := strings.Join(names, " "), "monitoring/grafana-admin nextcloud/nextcloud-admin nextcloud/nextcloud-db openproject/openproject-db"; got != want {
+		t.Errorf("app secrets = %s, want %s", got, want)
+	}
+	// Stable: a second call keeps every password.
+	second, changed, err := AppSecrets(lab, st)
+	if err != nil || changed || !bytes.Equal(first, second) {
+		t.Errorf("second AppSecrets() changed=%v err=%v equal=%v; want the same secrets, no write", changed, err, bytes.Equal(first, second))
+	}
+	// No password reaches the repository.
+	arts, _ := Tree(lab, Options{})
+	for _, o := range objs {
+		for _, v := range o.Value.(*corev1.Secret).StringData {
+			if len(v) < 20 {
+				continue // fixed user names
+			}
+			for _, a := range arts {
+				if bytes.Contains(a.Data, []byte(v)) {
+					t.Errorf("%s holds a generated password", a.Path)
+				}
+			}
+		}
+	}
+	// Removing an app drops its secrets; the others keep their values.
+	lab.GitOps.Apps = lab.GitOps.Apps[:1]
+	third, changed, err := AppSecrets(lab, st)
+	if err != nil || !changed {
+		t.Fatalf("AppSecrets() after removing an app = changed %v, %v", changed, err)
+	}
+	if bytes.Contains(third, []byte("openproject-db")) || !bytes.Contains(first, third[:len(third)/2]) {
+		t.Errorf("after removing openproject the secrets are:\n(redacted, %d bytes) and should keep the others unchanged", len(third))
+	}
+	if _, _, err := AppSecrets(lab, memStore{StateFileAppSecrets: []byte("{not yaml")}); err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("AppSecrets with a corrupt state file = %v, want an error", err)
+	}
+}

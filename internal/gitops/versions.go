@@ -1,0 +1,32 @@
+package gitops
+
+// Pinned versions. Flux's install manifests (gotk-components.yaml) are
+// not vendored: they are fetched for FluxVersion when Flux is
+// bootstrapped.
+const (
+	FluxVersion = "v2.9.5"
+
+	IngressNginxChart      = "4.13.3"
+	CertManagerChart       = "v1.19.1"
+	LocalPathVersion       = "v0.0.32" // git tag of rancher/local-path-provisioner
+	KubePrometheusChart    = "81.6.2"
+	VictoriaLogsChart      = "0.11.11"
+	NextcloudChart         = "8.5.2"
+	OpenProjectChart       = "11.4.0"
+	DefaultStorageClass    = "local-path"
+	PublicIngressClass     = "nginx"
+	AdminIngressClass      = "nginx-admin"
+	PublicHTTPNodePort     = 30080
+	PublicHTTPSNodePort    = 30443
+	AdminHTTPNodePort      = 31080
+	AdminHTTPSNodePort     = 31443
+	FluxNamespace          = "flux-system"
+	SOPSAgeSecret          = "sops-age"
+	GitCredentialsSecret   = "flux-system"
+	StateFileAppSecrets    = "gitops-secrets"
+	StateFileSOPSAgeKey    = "sops-age-key"
+	StateFileGitDeployKey  = "gitops-deploy-key"
+	defaultSyncInterval    = "10m"
+	defaultSourceInterval  = "1m"
+	defaultReleaseInterval = "30m"
+)
