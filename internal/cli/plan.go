@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 
 	"github.com/spf13/cobra"
 
@@ -98,9 +97,4 @@ func makePlan(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy
 		return nil, nil, nil, fmt.Errorf("planning: %w", err)
 	}
 	return p, prov, closeProv, nil
-}
-
-// printSummary writes the plan's one-line summary.
-func printSummary(w io.Writer, p *plan.Plan) {
-	fmt.Fprintf(w, "Plan: %s.\n", p.Summary())
 }
