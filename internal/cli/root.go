@@ -105,6 +105,8 @@ Start with:
 		newStatusCmd(),
 		newDestroyCmd(),
 		newLBCmd(),
+		newGitopsCmd(),
+		newKubeconfigCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root

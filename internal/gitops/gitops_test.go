@@ -313,3 +313,22 @@ func TestAppSecrets(t *testing.T) {
 		t.Errorf("AppSecrets with a corrupt state file = %v, want an error", err)
 	}
 }
+
+func TestSOPSKey(t *testing.T) {
+	st := memStore{}
+	r1, changed, err := SOPSKey(st)
+	if err != nil || !changed || !strings.HasPrefix(r1, "age1") {
+		t.Fatalf("SOPSKey() = %q, %v, %v; want a new age recipient", r1, changed, err)
+	}
+	if !strings.HasPrefix(string(st[StateFileSOPSAgeKey]), "AGE-SECRET-KEY-1") {
+		t.Error("the state folder does not hold the age identity")
+	}
+	r2, changed, err := SOPSKey(st)
+	if err != nil || changed || r2 != r1 {
+		t.Errorf("second SOPSKey() = %q, %v, %v; want %q unchanged", r2, changed, err, r1)
+	}
+	st[StateFileSOPSAgeKey] = []byte("AGE-SECRET-KEY-1NOTAKEY")
+	if _, _, err := SOPSKey(st); err == nil || strings.Contains(err.Error(), "NOTAKEY") {
+		t.Errorf("SOPSKey with a corrupt key = %v, want an error that does not quote it", err)
+	}
+}
