@@ -292,7 +292,7 @@ func (s *Balancer) WriteMetrics(w io.Writer) {
 		}
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", d.name, d.help, d.name, d.typ)
 		for _, s := range ss {
-			v := strconv.FormatFloat(s.value, 'g', -1, 64)
+			v := strconv.FormatFloat(s.value, 'f', -1, 64)
 			if s.labels == "" {
 				fmt.Fprintf(w, "%s %s\n", d.name, v)
 			} else {

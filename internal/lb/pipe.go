@@ -98,43 +98,62 @@ func (p *pipePool) closeAll() {
 	p.resize(0, p.size)
 }
 
-// bufPool holds copy buffers for the non-splice path; like pipes they are
-// taken only while data flows.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// bufPool holds copy buffers. A wake-up's first read goes to a buffer:
+// small messages (requests, responses, keep-alives) are copied, which
+// costs no more syscalls than splice and tells when the socket is drained.
+// A read that fills the buffer means bulk: the rest of that burst is
+// spliced, and so is the next burst of a stream that moved that much.
+// Like pipes, buffers are held only while data is in hand.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+const copyBufSize = 16 << 10
 
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
-
-// errIdle is returned by a pump when the connection saw no traffic for the
-// idle timeout.
-var errIdle = errors.New("idle timeout")
 
 // pump moves bytes from src to dst until src reaches EOF (nil error) or
 // something fails. It waits for readability holding no pipe or buffer.
 func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, toBackend bool) error {
 	var (
-		p   *pipe
-		buf *[]byte
-		n   int
-		err error
-		eof bool
+		p        *pipe
+		buf      *[]byte
+		n        int
+		err      error
+		eof      bool
+		splicing bool // this burst goes through the pipe
+		inPipe   bool // the data in hand is in the pipe, not in buf
+		drained  bool // the last read was short: wait before reading again
+		burst    int  // bytes read since the last wait
 	)
 	pool := &pc.srv.pipes
-	useSplice := !pc.noSplice
-	defer func() {
+	canSplice := !pc.noSplice
+	releasePipe := func() {
 		if p != nil {
 			pool.put(p)
+			p = nil
 		}
+	}
+	releaseBuf := func() {
 		if buf != nil {
 			bufPool.Put(buf)
+			buf = nil
 		}
-	}()
+	}
+	defer releasePipe()
+	defer releaseBuf()
 	readFn := func(fd uintptr) bool {
+		if drained {
+			// A short read emptied the socket; the poller reports new
+			// data (edge-triggered), so skip the read that would say
+			// EAGAIN.
+			drained = false
+			return false
+		}
 		for {
-			if useSplice {
+			if splicing {
 				if p == nil {
-					p, err = pool.get()
-					if err != nil {
-						return true
+					if p, err = pool.get(); err != nil {
+						p, err, splicing = nil, nil, false // out of fds: copy
+						continue
 					}
 				}
 				var n64 int64
@@ -143,40 +162,53 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				if n > 0 {
 					p.n += n
 				}
+				inPipe = true
 			} else {
 				if buf == nil {
 					buf = bufPool.Get().(*[]byte)
 				}
 				n, err = unix.Read(int(fd), *buf)
+				inPipe = false
 			}
 			switch {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
-				// Nothing to read: give the pipe back while we wait.
-				if p != nil {
-					pool.put(p)
-					p = nil
-				}
-				if buf != nil {
-					bufPool.Put(buf)
-					buf = nil
-				}
-				err = nil
+				// Nothing to read: hold nothing while we wait. A stream
+				// that moved a buffer's worth or more is bulk: its next
+				// burst starts in the pipe.
+				releasePipe()
+				releaseBuf()
+				splicing = canSplice && burst >= copyBufSize
+				burst, err = 0, nil
 				return false
+			case err == unix.EINVAL && splicing && p.n == 0:
+				// This socket pair cannot splice: copy instead.
+				canSplice, splicing, err = false, false, nil
+				releasePipe()
+				continue
 			case err == nil && n == 0:
 				eof = true
+			case err == nil && !inPipe:
+				burst += n
+				if n == len(*buf) {
+					splicing = canSplice // bulk: splice the rest
+				} else {
+					drained = true
+					burst = 0
+				}
+			case err == nil:
+				burst += n
 			}
 			return true
 		}
 	}
-	var wn int
-	off := 0
+	var off int
 	writeFn := func(fd uintptr) bool {
 		for {
 			var m int
 			var werr error
-			if useSplice {
+			if inPipe {
 				var m64 int64
 				m64, werr = unix.Splice(p.r, nil, int(fd), nil, p.n, spliceFlags)
 				m = int(m64)
@@ -184,7 +216,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 					p.n -= m
 				}
 			} else {
-				m, werr = unix.Write(int(fd), (*buf)[off:wn])
+				m, werr = unix.Write(int(fd), (*buf)[off:n])
 				if m > 0 {
 					off += m
 				}
@@ -201,35 +233,26 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				err = werr
 				return true
 			}
-			if useSplice && p.n > 0 || !useSplice && off < wn {
+			if inPipe && p.n > 0 || !inPipe && off < n {
 				continue
 			}
 			return true
 		}
 	}
 	for {
-		rerr := src.Read(readFn)
-		if rerr != nil {
+		if rerr := src.Read(readFn); rerr != nil {
 			if errors.Is(rerr, errDeadline) && pc.stillActive(srcConn, true) {
 				continue
 			}
 			return rerr
 		}
 		if err != nil {
-			if useSplice && err == unix.EINVAL && p != nil && p.n == 0 {
-				// This socket pair cannot splice: copy instead.
-				useSplice = false
-				pool.put(p)
-				p = nil
-				err = nil
-				continue
-			}
 			return err
 		}
 		if eof {
 			return nil
 		}
-		wn, off = n, 0
+		off = 0
 		for {
 			werr := dst.Write(writeFn)
 			if werr != nil {
@@ -242,6 +265,9 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		}
 		if err != nil {
 			return err
+		}
+		if drained {
+			releaseBuf()
 		}
 		pc.touch()
 	}

@@ -56,6 +56,10 @@ backends:
 			if in := st.Frontends[0].BytesIn; in != uint64(len(payload))+5 {
 				t.Errorf("frontend bytesIn = %d, want %d", in, len(payload)+5)
 			}
+			// Bulk went through pipes (or, without splice, through none).
+			if open := s.pipes.open.Load(); (open > 0) == noSplice {
+				t.Errorf("%d pipes open after 8 MiB with noSplice=%v", open, noSplice)
+			}
 			if s.pipes.inUse.Load() != 0 {
 				t.Errorf("pipes in use after the connection ended: %d", s.pipes.inUse.Load())
 			}
