@@ -148,9 +148,3 @@ func (l *sourceLimiter) sweepLocked(lim *Limits, now time.Time) {
 		}
 	}
 }
-
-func (l *sourceLimiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.sources)
-}
