@@ -25,6 +25,9 @@ func (p *Provider) Converge(ctx context.Context, arts []render.Artifact, opts ap
 // Teardown deletes everything the lab owns: daemons, supervisor, rulesets,
 // links, bridges and namespaces (what "homelab destroy" does).
 func (p *Provider) Teardown(ctx context.Context, opts apply.Options) (*plan.Plan, *apply.Result, error) {
+	p.mu.Lock()
+	p.wanted = nil
+	p.mu.Unlock()
 	return p.run(ctx, nil, opts)
 }
 

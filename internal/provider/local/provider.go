@@ -76,6 +76,9 @@ type Provider struct {
 	topo     *Topology
 	rulesets map[string]*firewall.Ruleset // by namespace
 	procs    map[string]procDef           // by name
+	// wanted holds the IDs of the last Desired; nil until Desired is
+	// called, which is how destroy runs (everything goes).
+	wanted map[string]bool
 }
 
 // rootError is returned when the provider lacks the privileges it needs.
@@ -221,7 +224,23 @@ func (p *Provider) Desired(lab *spec.Lab, arts []render.Artifact) ([]plan.Resour
 			Attrs: map[string]string{"spec": d.spec.Hash, "running": "true"}, DependsOn: deps})
 	}
 	slices.SortFunc(out, func(a, b plan.Resource) int { return strings.Compare(a.ID(), b.ID()) })
+	wanted := map[string]bool{}
+	for _, r := range out {
+		wanted[r.ID()] = true
+	}
+	p.mu.Lock()
+	p.wanted = wanted
+	p.mu.Unlock()
 	return out, nil
+}
+
+// goingAway reports whether a namespace is not wanted: deleting it will
+// take everything inside with it (links, bridges, tables, processes), and
+// the kernel does that in the background, much faster than link by link.
+func (p *Provider) goingAway(nsName string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.wanted[id(TypeNetns, nsName)]
 }
 
 func boolAttr(b bool) string {
@@ -542,12 +561,17 @@ func loadRuleset(nsName string, rs *firewall.Ruleset) error {
 }
 
 // Delete removes one resource; removing what is already gone succeeds.
+// Objects inside a namespace that goes away too are left to the
+// namespace's deletion (destroy then takes a fraction of the time).
 func (p *Provider) Delete(ctx context.Context, r plan.Resource) error {
 	t := p.Topology()
 	switch r.Type {
 	case TypeNetns:
 		return ns.Delete(r.Name)
 	case TypeBridge:
+		if p.goingAway(t.HostNS) {
+			return nil
+		}
 		return deleteBridge(t.HostNS, strings.TrimPrefix(r.Name, t.Lab+"-"))
 	case TypeLink:
 		end := r.Attrs["end"]
@@ -560,8 +584,15 @@ func (p *Provider) Delete(ctx context.Context, r plan.Resource) error {
 		if !ok {
 			return fmt.Errorf("deleting link %s: unknown end", r.Name)
 		}
+		peerNS, _, _ := strings.Cut(r.Name, "/")
+		if p.goingAway(nsName) || p.goingAway(peerNS) {
+			return nil // a veth pair dies with either end's namespace
+		}
 		return deleteLink(nsName, ifName)
 	case TypeNftables:
+		if p.goingAway(r.Name) {
+			return nil
+		}
 		h, err := ns.Open(r.Name)
 		if err != nil {
 			return nil // the namespace, and its tables, are gone
@@ -685,6 +716,10 @@ func (p *Provider) stopProcess(ctx context.Context, name string) error {
 		return nil
 	}
 	st, _ := p.procState(sp)
+	if st.PID > 0 && p.goingAway(sp.NS) {
+		// Its namespace goes too: no need for a graceful stop.
+		_ = syscall.Kill(st.PID, syscall.SIGKILL)
+	}
 	if st.PID > 0 && !waitFor(ctx, 3*time.Second, func() bool { return !alive(st.PID, sp.Argv) }) {
 		_ = syscall.Kill(st.PID, syscall.SIGKILL)
 	}
