@@ -1,11 +1,14 @@
 package firewall
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,5 +230,63 @@ func TestLoadFiltersPackets(t *testing.T) {
 	}
 	if !dial("8081") {
 		t.Errorf("after DeleteTable: port 8081 still filtered")
+	}
+}
+
+// TestLoadMatchesText loads each place's ruleset over netlink and checks
+// that nft(8), when installed, lists back what Text prints: the netlink
+// encoding means the same rules as the text form.
+func TestLoadMatchesText(t *testing.T) {
+	needRoot(t)
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		t.Skip("nft(8) is not installed: nothing to compare the kernel's listing with")
+	}
+	rs, err := Rulesets(testLab())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("hltest-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	c, err := Conn(int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := strings.NewReplacer(
+		"counter packets 0 bytes 0", "counter",
+		"priority filter;", "priority 0;",
+		"priority srcnat;", "priority 100;",
+		"priority dstnat;", "priority -100;",
+	)
+	lines := func(s string) []string {
+		var out []string
+		for _, l := range strings.Split(norm.Replace(s), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for _, place := range []string{PlaceHost, PlaceLB, PlaceVPN} {
+		if err := rs[place].Load(c); err != nil {
+			t.Fatalf("%s: Load: %v", place, err)
+		}
+		tbl := rs[place].Tables[0]
+		out, err := exec.Command("ip", "netns", "exec", name, nft, "list", "table", string(tbl.Family), tbl.Name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: nft list: %v\n%s", place, err, out)
+		}
+		want := lines(rs[place].Text())[2:] // without "table" and "delete table"
+		if got := lines(string(out)); !slices.Equal(got, want) {
+			t.Errorf("%s: nft lists\n%s\nwant (Text)\n%s", place, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }
