@@ -153,6 +153,47 @@ func short(b []byte) string {
 	return hex.EncodeToString(s[:])[:10]
 }
 
+// guestHash is the hash of what homelab sets on a guest beyond cores,
+// memory, disk and tags: its config keys (normalized, so that the same
+// hash is computed from what Proxmox reports back), its firewall options
+// and security group, and the TUN device.
+func guestHash(cfg, fwOpts url.Values, group string, tun bool) string {
+	n := url.Values{}
+	for k, v := range cfg {
+		n.Set(k, normValue(k, strings.Join(v, ",")))
+	}
+	f := url.Values{}
+	for k, v := range fwOpts {
+		f.Set(k, normValue(k, strings.Join(v, ",")))
+	}
+	return hashValues(n, f, url.Values{"group": {group}, "tun": {boolStr(tun)}})
+}
+
+// normValue puts a config value in one form: property strings
+// (k=v,k=v) with their parts sorted, a bare default key named, the
+// defaults Proxmox adds dropped, case folded.
+func normValue(key, v string) string {
+	v = strings.TrimSpace(v)
+	if !strings.Contains(v, "=") && key != "agent" {
+		return strings.ToLower(v)
+	}
+	var parts []string
+	for _, p := range strings.Split(v, ",") {
+		p = strings.ToLower(strings.TrimSpace(p))
+		switch {
+		case p == "" || p == "type=veth":
+			continue
+		case !strings.Contains(p, "=") && key == "agent":
+			p = "enabled=" + p
+		case !strings.Contains(p, "="):
+			p = "_=" + p
+		}
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
 func hashValues(vs ...url.Values) string {
 	var b strings.Builder
 	for _, v := range vs {
@@ -480,7 +521,6 @@ func (p *Provider) lxcBuild(m spec.Machine, tmplID string, netDeps []string) (*b
 		"swap":     {"0"},
 		"onboot":   {"1"},
 		"features": {"nesting=1"},
-		"dev0":     {"/dev/net/tun"},
 		"startup":  {"order=1"},
 	}
 	gwSet := false
@@ -504,7 +544,7 @@ func (p *Provider) lxcBuild(m spec.Machine, tmplID string, netDeps []string) (*b
 		b.fwOpts.Set("policy_out", "DROP")
 	}
 	source := "vztmpl:" + lxcTemplate
-	h := hashValues(cfg, b.fwOpts, url.Values{"group": {b.group}, "tun": {boolStr(b.tun)}})
+	h := guestHash(cfg, b.fwOpts, b.group, b.tun)
 	b.create = url.Values{
 		"unprivileged": {"1"},
 		"rootfs":       {fmt.Sprintf("%s:%d", p.px.Storage, m.Disk.GiB())},
@@ -568,7 +608,7 @@ func (p *Provider) vmBuild(m spec.Machine, image, snippet string, netDeps []stri
 	}
 	b := &build{m: m, config: cfg, group: p.groupOf(m)}
 	b.fwOpts = url.Values{"enable": {"1"}, "policy_in": {"DROP"}, "policy_out": {"ACCEPT"}}
-	h := hashValues(cfg, b.fwOpts, url.Values{"group": {b.group}})
+	h := guestHash(cfg, b.fwOpts, b.group, false)
 	b.create = url.Values{
 		"scsi0": {fmt.Sprintf("%s:0,import-from=%s,discard=on,iothread=1", p.px.Storage, image)},
 		"ide2":  {p.px.Storage + ":cloudinit"},

@@ -66,7 +66,7 @@ func TestFaultsThenConverge(t *testing.T) {
 	}{
 		{
 			name:   "5xx on every try",
-			inject: func(srv *pvesim.Server) { srv.FailNext("POST", "/nodes/{node}/qemu", 20, 500, "got timeout") },
+			inject: func(srv *pvesim.Server) { srv.FailNext("POST", "/nodes/{node}/qemu", 4*3, 500, "got timeout") }, // 4 VMs, 3 attempts each
 			want:   "create vm/lab-cp-1: creating vm/lab-cp-1: POST /nodes/pve/qemu: 500 got timeout",
 		},
 		{
@@ -367,4 +367,43 @@ func TestForeignBridgeNotTakenOver(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("Observe() error = %v\nwant %s", err, want)
 	}
+}
+
+func TestRefreshShowsDrift(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply: %v\n%s", err, describe(pl))
+	}
+	o := f.options()
+	o.Refresh = true
+	deep, err := New(ctx, f.lab, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl, err := planFor(ctx, deep, f.lab, f.arts, false); err != nil || !pl.Empty() {
+		t.Fatalf("refresh plan after apply = %v, %v; want empty\n%s", pl, err, describe(pl))
+	}
+	// A hand edit in the web UI: worker-1's apps NIC moved to the admin bridge.
+	if err := p.api.Put(ctx, "/nodes/pve/qemu/210/config", url.Values{"net1": {"virtio=02:00:00:00:00:01,bridge=vmbr1,firewall=1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if pl, err := planFor(ctx, p, f.lab, f.arts, false); err != nil || !pl.Empty() {
+		t.Fatalf("the fast plan is expected not to see NIC edits; got %v\n%s", err, describe(pl))
+	}
+	pl, err := planFor(ctx, deep, f.lab, f.arts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pl.Steps) != 1 || pl.Steps[0].ID != "vm/lab-worker-1" || pl.Steps[0].Action != plan.Update {
+		t.Fatalf("refresh plan = \n%s\nwant one update of vm/lab-worker-1", describe(pl))
+	}
+	if _, err := converge(ctx, deep, f.lab, f.arts, false); err != nil {
+		t.Fatal(err)
+	}
+	if pl, err := planFor(ctx, deep, f.lab, f.arts, false); err != nil || !pl.Empty() {
+		t.Fatalf("refresh plan after the repair is not empty: %v\n%s", err, describe(pl))
+	}
+	checkViolations(t, f.srv)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,6 +104,18 @@ func newFixture(t testing.TB, opts pvesim.Options) *fixture {
 			srv.AddVolume(pvesim.Volume{VolID: "local:snippets/" + name, Content: "snippets", Size: int64(len(data))})
 		}
 	}
+	sh.OnRun = func(argv []string) {
+		// pct set <vmid> --dev0 <path>: what root does on the host.
+		if len(argv) == 5 && argv[0] == "pct" && argv[1] == "set" && argv[3] == "--dev0" {
+			form := url.Values{"dev0": {argv[4]}}
+			req, _ := http.NewRequest("PUT", srv.URL+"/nodes/pve/lxc/"+argv[2]+"/config", strings.NewReader(form.Encode()))
+			req.Header.Set("Authorization", "PVEAPIToken="+pvesim.DefaultTokenID+"="+pvesim.DefaultTokenSecret)
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if resp, err := srv.Client().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
 	return &fixture{srv: srv, lab: lab, arts: fakeArts(lab), shell: sh, bin: fakeBinary(t), log: &syncBuf{}}
 }
 
@@ -179,8 +192,6 @@ func describe(pl *plan.Plan) string {
 	}
 	return b.String()
 }
-
-var _ = http.StatusOK
 
 func checkViolations(t *testing.T, srv *pvesim.Server) {
 	t.Helper()

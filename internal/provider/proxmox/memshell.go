@@ -31,6 +31,9 @@ type MemShell struct {
 	// OnWrite, when set, is called for each host file written (a test
 	// uses it to show snippets to a simulated API).
 	OnWrite func(path string, data []byte)
+	// OnRun, when set, is called with every command before it runs (a
+	// test uses it to mirror pct set into a simulated API).
+	OnRun func(argv []string)
 }
 
 // NewMemShell returns an empty host.
@@ -46,6 +49,9 @@ func (s *MemShell) Run(ctx context.Context, stdin []byte, argv ...string) ([]byt
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.Commands = append(s.Commands, slices.Clone(argv))
+	if s.OnRun != nil {
+		s.OnRun(slices.Clone(argv))
+	}
 	line := strings.Join(argv, " ")
 	if s.Fail != "" && strings.HasPrefix(line, s.Fail) {
 		return nil, fmt.Errorf("%s on the host: exit status 1: simulated failure", argv[0])

@@ -123,6 +123,15 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 			"node":   g.Node,
 			"kind":   g.Type,
 		}
+		if p.opts.Refresh && !strings.Contains(name, "#") {
+			if b := p.wantedGuest(typ, name); b != nil {
+				h, err := p.liveGuestHash(ctx, g, b)
+				if err != nil {
+					return nil, p.explain(err, "reading guest "+strconv.Itoa(g.VMID))
+				}
+				attrs["config"] = h
+			}
+		}
 		out = append(out, plan.Resource{Type: typ, Name: name, Attrs: attrs})
 		if !strings.Contains(name, "#") {
 			out = append(out, plan.Resource{Type: tStart, Name: name, Attrs: map[string]string{
@@ -482,4 +491,65 @@ func parseMarker(data []byte) map[string]string {
 		}
 	}
 	return attrs
+}
+
+func (p *Provider) wantedGuest(typ, name string) *build {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.want[typ+"/"+name]
+}
+
+// liveGuestHash computes a guest's configuration hash from what Proxmox
+// reports: the keys homelab sets, its firewall options and its group.
+func (p *Provider) liveGuestHash(ctx context.Context, g clusterGuest, b *build) (string, error) {
+	gp := "/nodes/" + pveapi.Seg(g.Node) + guestPath(g.Type) + strconv.Itoa(g.VMID)
+	var cfg map[string]any
+	if err := p.get(ctx, gp+"/config", nil, &cfg); err != nil {
+		return "", err
+	}
+	str := func(v any) string {
+		switch x := v.(type) {
+		case nil:
+			return ""
+		case string:
+			return x
+		case float64:
+			return strconv.FormatFloat(x, 'f', -1, 64)
+		default:
+			return fmt.Sprint(x)
+		}
+	}
+	live := url.Values{}
+	for k := range b.config {
+		if v := str(cfg[k]); v != "" {
+			live.Set(k, v)
+		}
+	}
+	tun := false
+	for k, v := range cfg {
+		if strings.HasPrefix(k, "dev") && strings.Contains(str(v), "/dev/net/tun") {
+			tun = true
+		}
+	}
+	var fw map[string]any
+	if err := p.get(ctx, gp+"/firewall/options", nil, &fw); err != nil {
+		return "", err
+	}
+	opts := url.Values{}
+	for k := range b.fwOpts {
+		if v := str(fw[k]); v != "" {
+			opts.Set(k, v)
+		}
+	}
+	var rules []liveRule
+	if err := p.get(ctx, gp+"/firewall/rules", nil, &rules); err != nil {
+		return "", err
+	}
+	group := ""
+	for _, r := range rules {
+		if r.Type == "group" && r.Action == b.group {
+			group = r.Action
+		}
+	}
+	return guestHash(live, opts, group, tun), nil
 }

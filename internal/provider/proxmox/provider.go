@@ -65,6 +65,10 @@ type Options struct {
 	StartTimeout time.Duration
 	// Poll is the task polling interval (default 500ms).
 	Poll time.Duration
+	// Refresh makes Observe read each guest's configuration and firewall
+	// (three calls per guest) instead of trusting the configuration hash
+	// in its tags, so that edits made by hand show as drift.
+	Refresh bool
 }
 
 // Provider builds one lab on one Proxmox VE node.
