@@ -163,7 +163,17 @@ func measure(name string, lab *spec.Lab, scale float64, parallel int) (result, e
 		}
 	}
 	bin := filepath.Join(os.TempDir(), "homelab-bench-binary")
-	if err := os.WriteFile(bin, []byte("bench stand-in for the homelab binary\n"), 0o755); err != nil {
+	// The running executable: a linux/amd64 binary like the one the
+	// containers get.
+	exe, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		return result{}, err
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		return result{}, err
 	}
 	defer os.Remove(bin)

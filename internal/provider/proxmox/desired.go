@@ -636,6 +636,10 @@ func (p *Provider) installBuild(m spec.Machine, byPath map[string][]byte) (*buil
 	if err != nil {
 		return nil, fmt.Errorf("reading the homelab binary to install into %s: %w", m.Name, err)
 	}
+	if !isLinuxAMD64(binData) {
+		return nil, withHint(fmt.Errorf("%s is not a linux/amd64 executable, and the containers need one", bin),
+			"build one with GOOS=linux GOARCH=amd64 go build -o homelab-linux ./cmd/homelab and pass its path (--binary)")
+	}
 	var files []installFile
 	var svc, exec string
 	switch m.Role {
@@ -694,4 +698,10 @@ func (p *Provider) natRules() []byte {
 	}
 	b.WriteString("\t}\n}\n")
 	return []byte(b.String())
+}
+
+// isLinuxAMD64 reports whether b starts with the ELF header of a 64-bit
+// little-endian x86-64 executable.
+func isLinuxAMD64(b []byte) bool {
+	return len(b) >= 20 && string(b[:4]) == "\x7fELF" && b[4] == 2 && b[5] == 1 && b[18] == 62 && b[19] == 0
 }

@@ -54,7 +54,11 @@ func fakeArts(lab *spec.Lab) []render.Artifact {
 // fakeBinary is a small file standing in for the homelab binary.
 func fakeBinary(t testing.TB) string {
 	p := filepath.Join(t.TempDir(), "homelab")
-	if err := os.WriteFile(p, []byte("\x7fELF not really\n"), 0o755); err != nil {
+	// An ELF header of a 64-bit little-endian x86-64 file, then filler.
+	hdr := make([]byte, 64)
+	copy(hdr, "\x7fELF\x02\x01\x01")
+	hdr[18] = 62
+	if err := os.WriteFile(p, append(hdr, "homelab test stand-in\n"...), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -171,3 +171,20 @@ func TestTokenFile(t *testing.T) {
 		t.Errorf("New with the token in the environment: %v", err)
 	}
 }
+
+func TestBinaryMustBeLinuxAMD64(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	bad := filepath.Join(t.TempDir(), "homelab-darwin")
+	if err := os.WriteFile(bad, []byte("\xcf\xfa\xed\xfe mach-o"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.opts.Binary = bad
+	_, err := p.Desired(f.lab, f.arts)
+	if want := bad + " is not a linux/amd64 executable, and the containers need one"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Desired() error = %v, want %s", err, want)
+	}
+	if !strings.Contains(hintOf(err), "GOOS=linux GOARCH=amd64") {
+		t.Errorf("hint = %q", hintOf(err))
+	}
+}
