@@ -49,8 +49,9 @@ func runContract(t *testing.T, env contractEnv) {
 		lab.Host.Proxmox.Storage = env.Storage
 	}
 	bin := fakeBinary(t)
+	log := &syncBuf{}
 	p, err := New(ctx, lab, Options{HTTPClient: env.Client, Token: env.Secret, Shell: env.Shell, Binary: bin,
-		Poll: 50 * time.Millisecond, StartTimeout: env.StartTimeout})
+		Poll: 50 * time.Millisecond, StartTimeout: env.StartTimeout, Log: log})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -58,6 +59,9 @@ func runContract(t *testing.T, env contractEnv) {
 	check := func() {
 		if env.Check != nil {
 			env.Check(t)
+		}
+		if strings.Contains(log.String(), env.Secret) {
+			t.Errorf("the provider's log shows the token secret")
 		}
 	}
 

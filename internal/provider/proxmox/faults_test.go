@@ -161,6 +161,18 @@ func TestDestroyAndForeignGuest(t *testing.T) {
 	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
 		t.Fatalf("apply: %v\n%s", err, describe(pl))
 	}
+	var status strings.Builder
+	if err := p.Status(ctx, &status); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"proxmox node pve", "lab-cp-1", "lab-vpn", "vmid 200", "running"} {
+		if !strings.Contains(status.String(), want) {
+			t.Errorf("Status() = %q, want it to mention %q", status.String(), want)
+		}
+	}
+	if strings.Contains(status.String(), "lab-cp-9") {
+		t.Errorf("Status() lists the foreign guest: %q", status.String())
+	}
 	// A destroy as the command line does it: a fresh provider, no Desired.
 	fresh, err := New(ctx, f.lab, f.options())
 	if err != nil {
