@@ -72,6 +72,13 @@ type Tuning struct {
 	PipeSize int `yaml:"pipeSize,omitempty" json:"pipeSize,omitempty"`
 	// MaxIdlePipes bounds the pool of spare pipes (default 64).
 	MaxIdlePipes int `yaml:"maxIdlePipes,omitempty" json:"maxIdlePipes,omitempty"`
+	// ParkAfter is how long a direction of a connection waits for data
+	// on its own goroutine; after that it is parked: the goroutine ends
+	// and one shared epoll set watches the socket (default 2s). Idle
+	// connections then cost no goroutine.
+	ParkAfter Duration `yaml:"parkAfter,omitempty" json:"parkAfter,omitempty"`
+	// NoPark keeps every connection on its goroutines.
+	NoPark bool `yaml:"noPark,omitempty" json:"noPark,omitempty"`
 	// NoSplice copies through a pooled buffer instead of splice(2).
 	NoSplice bool `yaml:"noSplice,omitempty" json:"noSplice,omitempty"`
 }
@@ -212,6 +219,7 @@ const (
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultPipeSize         = 256 << 10
 	DefaultMaxIdlePipes     = 64
+	DefaultParkAfter        = 2 * time.Second
 )
 
 // Balance algorithms.
@@ -236,6 +244,7 @@ func (c *Config) SetDefaults() {
 	if c.Tuning.PipeSize == 0 {
 		c.Tuning.PipeSize = DefaultPipeSize
 	}
+	setDur(&c.Tuning.ParkAfter, DefaultParkAfter)
 	if c.Tuning.MaxIdlePipes == 0 {
 		c.Tuning.MaxIdlePipes = DefaultMaxIdlePipes
 	}

@@ -27,8 +27,15 @@ type proxyConn struct {
 	idle     time.Duration
 	noSplice bool
 
+	parkAfter time.Duration
+
+	clientRaw, backendRaw syscall.RawConn
+	release               func()
+
 	lastActive atomic.Int64 // unix nanoseconds
 	done       atomic.Int32 // directions finished
+	parkedMask atomic.Int32 // 1: server to client parked, 2: client to server
+	parkedIDs  [2]int32     // parker ids by direction; guarded by parker.mu
 	aborted    atomic.Bool
 	closeOnce  sync.Once
 }
@@ -45,20 +52,48 @@ func (pc *proxyConn) account(toBackend bool, n int) {
 	}
 }
 
-// stillActive is called when a deadline fires: if the connection moved
-// data (either way) within the idle timeout, it pushes the deadline out and
-// says to keep waiting.
-func (pc *proxyConn) stillActive(c deadliner, read bool) bool {
+// deadlineAction is what a direction does when its wait times out.
+type deadlineAction int
+
+const (
+	keepWaiting deadlineAction = iota
+	park
+	end
+)
+
+// onDeadline is called when a direction's deadline fires. If the
+// connection moved data (either way) within the idle timeout it pushes
+// the deadline out; a reading direction idle for parkAfter parks (its
+// goroutine ends, the parker watches the socket).
+func (pc *proxyConn) onDeadline(c deadliner, read bool) deadlineAction {
 	last := time.Unix(0, pc.lastActive.Load())
-	if time.Since(last) >= pc.idle || pc.aborted.Load() {
-		return false
+	idleFor := time.Since(last)
+	if idleFor >= pc.idle || pc.aborted.Load() {
+		return end
 	}
+	next := last.Add(pc.idle)
 	if read {
-		c.SetReadDeadline(last.Add(pc.idle))
+		if pc.parkAfter > 0 {
+			if idleFor >= pc.parkAfter {
+				return park
+			}
+			if p := last.Add(pc.parkAfter); p.Before(next) {
+				next = p
+			}
+		}
+		c.SetReadDeadline(next)
 	} else {
-		c.SetWriteDeadline(last.Add(pc.idle))
+		c.SetWriteDeadline(next)
 	}
-	return true
+	return keepWaiting
+}
+
+// readDeadline is when a reading direction should next wake up.
+func (pc *proxyConn) readDeadline(now time.Time) time.Time {
+	if pc.parkAfter > 0 && pc.parkAfter < pc.idle {
+		return now.Add(pc.parkAfter)
+	}
+	return now.Add(pc.idle)
 }
 
 // abort closes both sockets at once (drain timeout, shutdown).
@@ -67,50 +102,80 @@ func (pc *proxyConn) abort() {
 	pc.closeBoth()
 }
 
+// closeBoth closes both sockets; directions parked on them are ended.
 func (pc *proxyConn) closeBoth() {
+	first := false
 	pc.closeOnce.Do(func() {
+		first = true
 		pc.client.Close()
 		pc.backend.Close()
 	})
+	// Outside Do: kick finishes parked directions, which calls closeBoth.
+	if first && pc.parkedMask.Load() != 0 {
+		pc.srv.parker.kick(pc)
+	}
 }
 
-// run starts one goroutine per direction. The last to finish cleans up.
+// run starts one goroutine per direction: fresh goroutines, so their
+// stacks stay small while the accepting goroutine's, grown through the
+// handshake and dial, is freed. The last direction to finish cleans up.
 func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) {
-	deadline := time.Now().Add(pc.idle)
+	now := time.Now()
 	pc.touch()
-	pc.client.SetDeadline(deadline)
-	pc.backend.SetDeadline(deadline)
-	finish := func(err error, toBackend bool) {
-		if err != nil {
-			if !pc.aborted.Load() && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDeadline) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-				pc.srv.logger().Debug("connection error", "backend", pc.sv.backend, "server", pc.sv.addr, "err", err)
-			}
-			pc.closeBoth()
-		} else if toBackend {
-			pc.backend.CloseWrite()
-		} else {
-			pc.client.CloseWrite()
-		}
-		if pc.done.Add(1) == 2 {
-			pc.closeBoth()
-			pc.sv.untrack(pc)
-			pc.sv.active.Add(-1)
-			pc.fe.active.Add(-1)
-			release()
-		}
-	}
-	// Both directions run on fresh goroutines: their stacks stay small,
-	// while the accepting goroutine's grew through the handshake and dial
-	// and is freed now.
+	pc.clientRaw, pc.backendRaw, pc.release = clientRaw, backendRaw, release
+	pc.client.SetReadDeadline(pc.readDeadline(now))
+	pc.backend.SetReadDeadline(pc.readDeadline(now))
+	pc.client.SetWriteDeadline(now.Add(pc.idle))
+	pc.backend.SetWriteDeadline(now.Add(pc.idle))
 	pc.srv.wg.Add(2)
-	go func() {
-		defer pc.srv.wg.Done()
-		finish(pc.pump(backendRaw, clientRaw, pc.backend, pc.client, false), false)
-	}()
-	go func() {
-		defer pc.srv.wg.Done()
-		finish(pc.pump(clientRaw, backendRaw, pc.client, pc.backend, true), true)
-	}()
+	go pc.direction(false, false)
+	go pc.direction(true, false)
+}
+
+// direction runs one direction (toBackend: client to server) until it
+// ends or parks. resumed is true when the parker restarts it.
+func (pc *proxyConn) direction(toBackend, resumed bool) {
+	defer pc.srv.wg.Done()
+	src, dst := pc.backendRaw, pc.clientRaw
+	srcConn, dstConn := deadliner(pc.backend), deadliner(pc.client)
+	if toBackend {
+		src, dst = dst, src
+		srcConn, dstConn = dstConn, srcConn
+	}
+	if resumed {
+		if err := pc.srv.parker.unregister(src); err != nil {
+			pc.finish(err, toBackend)
+			return
+		}
+		srcConn.SetReadDeadline(pc.readDeadline(time.Now()))
+	}
+	err := pc.pump(src, dst, srcConn, dstConn, toBackend)
+	if err == errParked {
+		return
+	}
+	pc.finish(err, toBackend)
+}
+
+// finish ends one direction: on error both sockets close, on EOF the
+// other side's write half. The second direction to finish cleans up.
+func (pc *proxyConn) finish(err error, toBackend bool) {
+	if err != nil {
+		if !pc.aborted.Load() && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDeadline) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			pc.srv.logger().Debug("connection error", "backend", pc.sv.backend, "server", pc.sv.addr, "err", err)
+		}
+		pc.closeBoth()
+	} else if toBackend {
+		pc.backend.CloseWrite()
+	} else {
+		pc.client.CloseWrite()
+	}
+	if pc.done.Add(1) == 2 {
+		pc.closeBoth()
+		pc.sv.untrack(pc)
+		pc.sv.active.Add(-1)
+		pc.fe.active.Add(-1)
+		pc.release()
+	}
 }
 
 // handshakeBufs hold the bytes read before a server is chosen (PROXY
@@ -334,6 +399,9 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 		return
 	}
 	pc := &proxyConn{srv: s, fe: stats, sv: sv, client: c, backend: bc, src: src, idle: to.Idle.D(), noSplice: st.cfg.Tuning.NoSplice}
+	if !st.cfg.Tuning.NoPark {
+		pc.parkAfter = st.cfg.Tuning.ParkAfter.D()
+	}
 	sv.conns.Add(1)
 	sv.active.Add(1)
 	stats.active.Add(1)

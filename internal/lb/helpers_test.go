@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,16 @@ func startLB(t *testing.T, yaml string) *Balancer {
 	cfg, err := Parse([]byte(yaml))
 	if err != nil {
 		t.Fatalf("Parse: %v\n%s", err, yaml)
+	}
+	if d := os.Getenv("LB_TEST_PARK_AFTER"); d != "" {
+		// Run the suite with aggressive parking: LB_TEST_PARK_AFTER=1ms.
+		v, err := time.ParseDuration(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Tuning.ParkAfter == Duration(DefaultParkAfter) {
+			cfg.Tuning.ParkAfter = Duration(v)
+		}
 	}
 	s := &Balancer{Config: cfg, Logger: quietLogger}
 	if err := s.Start(); err != nil {

@@ -241,8 +241,17 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 	}
 	for {
 		if rerr := src.Read(readFn); rerr != nil {
-			if errors.Is(rerr, errDeadline) && pc.stillActive(srcConn, true) {
-				continue
+			if errors.Is(rerr, errDeadline) {
+				switch pc.onDeadline(srcConn, true) {
+				case keepWaiting:
+					continue
+				case park:
+					if pc.srv.parker.park(pc, src, toBackend) {
+						return errParked
+					}
+					srcConn.SetReadDeadline(time.Now().Add(pc.idle))
+					continue
+				}
 			}
 			return rerr
 		}
@@ -256,7 +265,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		for {
 			werr := dst.Write(writeFn)
 			if werr != nil {
-				if errors.Is(werr, errDeadline) && pc.stillActive(dstConn, false) {
+				if errors.Is(werr, errDeadline) && pc.onDeadline(dstConn, false) == keepWaiting {
 					continue
 				}
 				return werr

@@ -159,9 +159,9 @@ backends:
 	for _, tc := range cases {
 		t.Run(tc.serverName, func(t *testing.T) {
 			c := dial(t, addr(t, s, "tls"))
-			// Start a TLS handshake; the backends are not TLS servers, so
-			// we read their greeting from the raw socket.
-			go tls.Client(c.Conn, &tls.Config{ServerName: tc.serverName, InsecureSkipVerify: true}).Handshake()
+			// Send a real ClientHello; the backends are not TLS servers,
+			// so we read their greeting from the raw socket.
+			c.Write(clientHello(t, tc.serverName))
 			got, err := c.tryHello()
 			if err != nil {
 				t.Fatalf("no greeting: %v", err)
@@ -196,7 +196,7 @@ backends:
     servers:
 %s`, servers(api)))
 		c := dial(t, addr(t, s2, "tls"))
-		go tls.Client(c.Conn, &tls.Config{ServerName: "nope.example", InsecureSkipVerify: true}).Handshake()
+		c.Write(clientHello(t, "nope.example"))
 		if _, err := c.tryHello(); err == nil {
 			t.Fatal("unknown name got through")
 		}
@@ -230,6 +230,25 @@ backends:
 		c := dial(t, a.String())
 		if got := c.hello(t); got != "a" {
 			t.Errorf("via %s reached %q", a, got)
+		}
+	}
+}
+
+// clientHello returns the first flight of a crypto/tls client.
+func clientHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	c, srv := net.Pipe()
+	defer c.Close()
+	defer srv.Close()
+	go tls.Client(c, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
+	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	var out []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := srv.Read(buf)
+		out = append(out, buf[:n]...)
+		if _, err2 := sni.ServerName(out); err2 != sni.ErrIncomplete || err != nil {
+			return out
 		}
 	}
 }

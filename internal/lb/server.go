@@ -45,6 +45,7 @@ type Balancer struct {
 	reloadErr atomic.Uint64
 
 	pipes    pipePool
+	parker   parker
 	capacity capLimiter
 	sources  sourceLimiter
 	dialer   net.Dialer
@@ -168,6 +169,7 @@ func (s *Balancer) Start() error {
 	// No TCP keepalive probes: the idle timeout ends dead connections, and
 	// each option is a syscall per connection.
 	s.dialer = net.Dialer{KeepAlive: -1}
+	s.parker.s = s
 	s.pending = map[*net.TCPConn]struct{}{}
 	if err := s.apply(cfg); err != nil {
 		return err
@@ -237,6 +239,7 @@ func (s *Balancer) Close() error {
 	}
 	s.pendingMu.Unlock()
 	s.capacity.setMax(0) // wake waiting accept loops
+	s.parker.close()
 	s.wg.Wait()
 	s.pipes.closeAll()
 	s.logger().Info("load balancer stopped")
