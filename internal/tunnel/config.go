@@ -216,7 +216,7 @@ func (p *Peer) set(key, value string) error {
 	case "endpoint":
 		host, port, ok := splitHostPort(value)
 		if !ok || host == "" {
-			return fmt.Errorf("Endpoint %q is not host:port", truncate(value))
+			return fmt.Errorf("peer Endpoint %q is not host:port", truncate(value))
 		}
 		if _, err := parseInt("Endpoint port", port, 1, 65535); err != nil {
 			return err

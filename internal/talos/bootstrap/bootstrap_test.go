@@ -32,23 +32,37 @@ var vpnAddr = netip.MustParseAddr("10.99.0.1")
 
 // labPKI is a real Talos secrets bundle and its talosconfig admin cert.
 type labPKI struct {
-	b     *talossecrets.Bundle
-	admin *talossecrets.Bundle
-	crt   []byte
-	key   []byte
+	b   *talossecrets.Bundle
+	crt []byte
+	key []byte
 }
 
+var (
+	pkiOnce   sync.Once
+	pkiShared *labPKI
+	pkiErr    error
+)
+
+// newPKI returns the test PKI, made once: a Talos bundle takes seconds.
 func newPKI(t *testing.T) *labPKI {
 	t.Helper()
+	pkiOnce.Do(func() { pkiShared, pkiErr = makePKI() })
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
+	return pkiShared
+}
+
+func makePKI() (*labPKI, error) {
 	b, err := talossecrets.NewBundle(talossecrets.NewClock(), config.TalosVersionCurrent)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	admin, err := talossecrets.NewAdminCertificateAndKey(time.Now(), b.Certs.OS, role.MakeSet(role.Admin), time.Hour)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &labPKI{b: b, crt: admin.Crt, key: admin.Key}
+	return &labPKI{b: b, crt: admin.Crt, key: admin.Key}, nil
 }
 
 // certs issues a stand-in's certificates from the lab's CAs, valid for
@@ -235,9 +249,9 @@ func newLab(t *testing.T) *lab {
 	l.flow = &Flow{
 		Nodes: nodes, Dialer: l.dialer,
 		TalosCA: pki.b.Certs.OS.Crt, AdminCert: pki.crt, AdminKey: pki.key,
-		Talosconfig:  []byte("context: lab\n"),
-		Store:        st,
-		NodeTimeout:  20 * time.Second, HealthTimeout: 20 * time.Second,
+		Talosconfig: []byte("context: lab\n"),
+		Store:       st,
+		NodeTimeout: 20 * time.Second, HealthTimeout: 20 * time.Second,
 		PollInterval: 100 * time.Millisecond, CallTimeout: 5 * time.Second,
 	}
 	return l
@@ -246,6 +260,10 @@ func newLab(t *testing.T) *lab {
 func TestBootstrapThroughTunnel(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
+	start := time.Now()
+	l.flow.Progress = func(format string, args ...any) {
+		t.Logf("%6.2fs "+format, append([]any{time.Since(start).Seconds()}, args...)...)
+	}
 	res, err := l.flow.Run(ctx)
 	if err != nil {
 		t.Fatalf("first Run: %v", err)
@@ -411,7 +429,7 @@ func TestFlowCheck(t *testing.T) {
 		{"no nodes", func(f *Flow) { f.Nodes = nil }, "no nodes to bootstrap"},
 		{"no store", func(f *Flow) { f.Store = nil }, "no state folder"},
 		{"no ca", func(f *Flow) { f.TalosCA = nil }, "no talos CA or admin certificate"},
-		{"mismatched key", func(f *Flow) { f.AdminKey = newPKI(t).key }, "do not form a pair"},
+		{"mismatched key", func(f *Flow) { _, f.AdminKey, _ = standin.NewCA("other") }, "do not form a pair"},
 		{"no control plane", func(f *Flow) { f.Nodes[0].ControlPlane = false }, "no control plane"},
 	}
 	for _, tt := range tests {
