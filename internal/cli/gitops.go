@@ -1,14 +1,22 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
+	"github.com/homelab-dev/homelab/internal/talos/bootstrap"
+	"github.com/homelab-dev/homelab/internal/tunnel"
 )
 
 func newGitopsCmd() *cobra.Command {
@@ -16,7 +24,7 @@ func newGitopsCmd() *cobra.Command {
 		Use:   "gitops",
 		Short: "Write the lab's GitOps repository (Flux, infrastructure, apps)",
 	}
-	cmd.AddCommand(newGitopsInitCmd())
+	cmd.AddCommand(newGitopsInitCmd(), newGitopsBootstrapCmd())
 	return cmd
 }
 
@@ -92,5 +100,135 @@ into the repository; so is the SOPS age key.`,
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "", "folder to write the repository into (default: gitops beside lab.yaml)")
+	return cmd
+}
+
+func newGitopsBootstrapCmd() *cobra.Command {
+	var wgConfig, via, gitIdentity, knownHosts, componentsURL string
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Install Flux " + gitops.FluxVersion + " into the cluster and point it at the lab's repository",
+		Long: `bootstrap installs Flux into the lab's cluster and makes it reconcile from
+the lab's GitOps repository (see homelab gitops init):
+
+  1. downloads Flux's install manifests for ` + gitops.FluxVersion + ` (github.com)
+  2. applies them with server-side apply
+  3. creates flux-system/sops-age (the lab's SOPS age key), the Git
+     credentials (--git-identity, --known-hosts) and the apps' secrets,
+     all from the encrypted state folder
+  4. applies the repository's gotk-sync.yaml
+
+It talks to the Kubernetes API with the kubeconfig stored at bootstrap,
+directly when this machine is on the admin network, else through an
+in-process WireGuard tunnel configured by --wg-config (a VPN peer config,
+as homelab vpn peer add writes). Running it again changes nothing.`,
+		Example: `  homelab gitops bootstrap --wg-config ~/lab-laptop.conf
+  homelab gitops bootstrap --via direct --git-identity deploy_key --known-hosts known_hosts`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			path := cmd.Flag("file").Value.String()
+			lab, err := loadRenderLab(path, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			stateDir := filepath.Join(filepath.Dir(path), secrets.StateDirName)
+			store, err := secrets.Open(stateDir)
+			if err != nil {
+				return secretsError("opening the lab's secrets", err)
+			}
+			kcData, err := store.GetFile(bootstrap.FileKubeconfig)
+			if errors.Is(err, fs.ErrNotExist) {
+				return withHint(fmt.Errorf("bootstrapping flux: %s holds no kubeconfig yet", stateDir),
+					"the kubeconfig is stored when the cluster is bootstrapped: run homelab apply first")
+			}
+			if err != nil {
+				return secretsError("reading the kubeconfig", err)
+			}
+			kc, err := bootstrap.ParseKubeconfig(kcData)
+			if err != nil {
+				return err
+			}
+			u, err := url.Parse(kc.Server)
+			if err != nil {
+				return fmt.Errorf("bootstrapping flux: kubeconfig server: %w", err)
+			}
+			var open func(context.Context) (*tunnel.Tunnel, error)
+			if wgConfig != "" {
+				open = func(ctx context.Context) (*tunnel.Tunnel, error) {
+					data, err := os.ReadFile(wgConfig)
+					if err != nil {
+						return nil, err
+					}
+					cfg, err := tunnel.ParseConfig(data)
+					if err != nil {
+						return nil, fmt.Errorf("%s: %w", wgConfig, err)
+					}
+					return tunnel.Open(ctx, cfg, tunnel.Options{})
+				}
+			}
+			d, how, err := tunnel.Pick(ctx, tunnel.Mode(via), u.Host, 0, open)
+			if err != nil {
+				return withHint(err, "pass --wg-config with a VPN peer config (homelab vpn peer add), or run this on the admin network")
+			}
+			defer d.Close()
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "reaching the Kubernetes API %s: %s\n", kc.Server, how)
+			hc, err := kc.HTTPClient(d, 30*time.Second)
+			if err != nil {
+				return err
+			}
+
+			if _, _, err := gitops.SOPSKey(store); err != nil {
+				return secretsError("preparing the SOPS key", err)
+			}
+			identity, err := store.GetFile(gitops.StateFileSOPSAgeKey)
+			if err != nil {
+				return secretsError("reading the SOPS key", err)
+			}
+			appSecrets, _, err := gitops.AppSecrets(lab, store)
+			if err != nil {
+				return secretsError("preparing the app secrets", err)
+			}
+			arts, err := gitops.Tree(lab, gitops.Options{})
+			if err != nil {
+				return err
+			}
+			sync, err := gitops.SyncFile(arts)
+			if err != nil {
+				return err
+			}
+			var gitSecret map[string][]byte
+			if gitIdentity != "" || knownHosts != "" {
+				if gitIdentity == "" || knownHosts == "" {
+					return withHint(errors.New("bootstrapping flux: --git-identity and --known-hosts go together"), "pass both, or neither for a public repository")
+				}
+				id, err := os.ReadFile(gitIdentity)
+				if err != nil {
+					return fmt.Errorf("bootstrapping flux: reading the git identity: %w", err)
+				}
+				kh, err := os.ReadFile(knownHosts)
+				if err != nil {
+					return fmt.Errorf("bootstrapping flux: reading known_hosts: %w", err)
+				}
+				gitSecret = map[string][]byte{"identity": id, "known_hosts": kh}
+			}
+			b := &gitops.Bootstrapper{
+				Kube: hc, Server: kc.Server, ComponentsURL: componentsURL,
+				Sync: sync, AppSecrets: appSecrets, SOPSIdentity: identity, GitSecret: gitSecret,
+				Progress: func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) },
+			}
+			if err := b.Run(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "flux %s installed; it reconciles the cluster from %s\n", gitops.FluxVersion, lab.GitOps.Branch)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&wgConfig, "wg-config", "", "WireGuard peer config to reach the admin network through (wg-quick format)")
+	cmd.Flags().StringVar(&via, "via", string(tunnel.ModeAuto), "how to reach the admin network: auto, direct or tunnel")
+	cmd.Flags().StringVar(&gitIdentity, "git-identity", "", "SSH private key Flux pulls the repository with (deploy key)")
+	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts line(s) of the Git server")
+	cmd.Flags().StringVar(&componentsURL, "components-url", "", "where to download Flux's install manifests (default: the GitHub release of "+gitops.FluxVersion+")")
 	return cmd
 }
