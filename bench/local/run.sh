@@ -89,6 +89,7 @@ count_procs() {
 	for n in $(ip netns list | awk '{print $1}' | grep "^$LAB-"); do ip netns pids "$n"; done | wc -l
 }
 
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 declare -a A N D P Q R S
 for i in $(seq 1 "$RUNS"); do
 	t0=$(now); "$HL" apply -f "$WORK/lab/lab.yaml" >/dev/null 2>&1; t1=$(now)
@@ -108,12 +109,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mA=$(median "${A[@]}"); mN=$(median "${N[@]}"); mD=$(median "${D[@]}"); mP=$(median "${P[@]}"); mQ=$(median "${Q[@]}")
 mR=$(( $(median "${R[@]}") / 1024 )); mS=$(( $(median "${S[@]}") / 1024 ))
 
+LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$(dirname "$OUT")"
 cat >"$OUT" <<MD
 # Local provider: apply, destroy and memory of the reference lab
 
 Measured by \`bench/local/run.sh $RUNS\` (median of $RUNS runs) on $(nproc) cores,
-kernel $(uname -r), $(date -u +%Y-%m-%d). The lab is the reference lab.yaml
+kernel $(uname -r), $(date -u +%Y-%m-%d), load average $LOAD0 before and $LOAD1
+after (other work shares the machine: compare homelab and the peer within
+a run, not across machines). The lab is the reference lab.yaml
 (\`homelab init\`): 9 namespaces (host, internet, vpn-client, vpn, lb,
 manager, 1 control plane, 2 workers), 3 bridges, 13 veth pairs, 3 nftables
 rulesets, and 7 daemons (supervisor, load balancer, WireGuard server and
@@ -127,6 +131,7 @@ daemon: the plain-tools cost of the topology alone.
 |---|---|---|---|---|---|
 | apply from nothing (topology + daemons ready) | ${mA} ms | ${mP} ms (topology only) | $(ratio "$mA" "$mP") | 3000 ms | $(ratio "$mA" 3000) |
 | destroy | ${mD} ms | ${mQ} ms | $(ratio "$mD" "$mQ") | 1000 ms | $(ratio "$mD" 1000) |
+| destroy, fastest run | $(printf '%s\n' "${D[@]}" | sort -n | head -1) ms | $(printf '%s\n' "${Q[@]}" | sort -n | head -1) ms | – | 1000 ms | – |
 | apply with nothing to do | ${mN} ms | – | – | – | – |
 | memory the lab's processes add (sum of PSS) | ${mS} MiB | – | – | 150 MiB | $(ratio "$mS" 150) |
 | sum of RSS (counts the shared binary once per process) | ${mR} MiB | – | – | – | – |

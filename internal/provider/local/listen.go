@@ -13,23 +13,37 @@ func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ")
 // listening reports whether every port is bound in the network namespace
 // of pid: TCP ports in the LISTEN state, UDP ports bound at all. It reads
 // /proc/<pid>/net, which shows the sockets of the namespace pid is in.
+// A socket bound to [::] (dual stack) shows in tcp6/udp6 only, so both
+// files count.
 func listening(pid int, tcp, udp []uint16) bool {
-	if len(tcp) > 0 && !portsIn("/proc/"+strconv.Itoa(pid)+"/net/tcp", tcp, "0A") {
-		return false
+	dir := "/proc/" + strconv.Itoa(pid) + "/net/"
+	return portsIn(tcp, "0A", dir+"tcp", dir+"tcp6") && portsIn(udp, "", dir+"udp", dir+"udp6")
+}
+
+func portsIn(want []uint16, state string, paths ...string) bool {
+	if len(want) == 0 {
+		return true
 	}
-	if len(udp) > 0 && !portsIn("/proc/"+strconv.Itoa(pid)+"/net/udp", udp, "") {
-		return false
+	found := map[uint16]bool{}
+	for _, p := range paths {
+		scanPorts(p, state, found)
+	}
+	for _, p := range want {
+		if !found[p] {
+			return false
+		}
 	}
 	return true
 }
 
-func portsIn(path string, want []uint16, state string) bool {
+// scanPorts adds the local ports of a /proc/net socket table to found,
+// keeping only sockets in the given state (hex, "" for any).
+func scanPorts(path, state string, found map[uint16]bool) {
 	f, err := os.Open(path)
 	if err != nil {
-		return false
+		return
 	}
 	defer f.Close()
-	found := map[uint16]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -47,10 +61,4 @@ func portsIn(path string, want []uint16, state string) bool {
 			found[uint16(n)] = true
 		}
 	}
-	for _, p := range want {
-		if !found[p] {
-			return false
-		}
-	}
-	return true
 }
