@@ -620,7 +620,7 @@ func (p *Provider) start(ctx context.Context, b *build) error {
 		}
 	}
 	deadline := time.Now().Add(p.opts.StartTimeout)
-	poll := p.opts.Poll
+	poll := 4 * p.opts.Poll
 	if poll <= 0 {
 		poll = 2 * time.Second
 	}
@@ -712,7 +712,7 @@ func (p *Provider) install(ctx context.Context, b *build) error {
 // on its own. It returns the guest's status.
 func (p *Provider) waitUnlocked(ctx context.Context, gp string) (string, error) {
 	deadline := time.Now().Add(p.opts.StartTimeout)
-	poll := p.opts.Poll
+	poll := 4 * p.opts.Poll
 	if poll <= 0 {
 		poll = 2 * time.Second
 	}

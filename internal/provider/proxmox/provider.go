@@ -63,7 +63,9 @@ type Options struct {
 	PurgeImages bool
 	// StartTimeout bounds the wait for a started guest (default 5m).
 	StartTimeout time.Duration
-	// Poll is the task polling interval (default 500ms).
+	// Poll is the first task polling interval (default 500ms); it grows to
+	// four times that for long tasks. Guest agents and locks are polled
+	// every 4×Poll.
 	Poll time.Duration
 	// Refresh makes Observe read each guest's configuration and firewall
 	// (three calls per guest) instead of trusting the configuration hash
@@ -150,6 +152,9 @@ func New(ctx context.Context, lab *spec.Lab, opts Options) (*Provider, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tcfg
 		tr.ResponseHeaderTimeout = 60 * time.Second
+		// Many steps wait on tasks at once: keep their connections (and
+		// TLS sessions) instead of opening new ones.
+		tr.MaxIdleConnsPerHost = 64
 		hc = &http.Client{Transport: tr}
 	}
 	api, err := pveapi.New(px.Endpoint, px.TokenID, secret, hc)

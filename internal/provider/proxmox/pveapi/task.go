@@ -87,6 +87,12 @@ func (c *Client) WaitTask(ctx context.Context, upid string, progress func(line s
 			return fmt.Errorf("waiting for task %s: %w", upid, ctx.Err())
 		case <-time.After(poll):
 		}
+		// Long tasks (downloads) are polled less often.
+		if max := 4 * c.Poll; c.Poll > 0 && poll < max {
+			poll = min(poll*3/2, max)
+		} else if c.Poll <= 0 && poll < 2*time.Second {
+			poll = min(poll*3/2, 2*time.Second)
+		}
 	}
 }
 
