@@ -1,0 +1,171 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+)
+
+// UpgradeResult says what a rollout did.
+type UpgradeResult struct {
+	// Upgraded lists the nodes upgraded in this run, in order; Current
+	// those already at the version.
+	Upgraded, Current []string
+	// Remaining lists the nodes not touched because the rollout stopped.
+	Remaining []string
+}
+
+// Upgrade rolls the nodes to the Talos installer image (its tag is
+// version; keep the lab's Image Factory schematic in it, see
+// talos.InstallerImage, so that extensions survive), one node at a time
+// in the Flow's order: the next node starts only once the previous one is
+// back at version with its services healthy (and, given a kubeconfig, the
+// Kubernetes API ready). A node that does not come back stops the rollout
+// with an error naming it; the nodes after it are left alone.
+func (f *Flow) Upgrade(ctx context.Context, image, version string, kubeconfig []byte) (*UpgradeResult, error) {
+	if err := f.check(); err != nil {
+		return nil, fmt.Errorf("upgrading talos: %w", err)
+	}
+	if image == "" || version == "" || !strings.HasSuffix(image, ":"+version) {
+		return nil, fmt.Errorf("upgrading talos: installer image %q does not carry the version %q as its tag", image, version)
+	}
+	res := &UpgradeResult{}
+	for i := range f.Nodes {
+		n := &f.Nodes[i]
+		stop := func(err error) (*UpgradeResult, error) {
+			for _, r := range f.Nodes[i+1:] {
+				res.Remaining = append(res.Remaining, r.Name)
+			}
+			msg := "upgrading talos: rollout stopped"
+			if len(res.Remaining) > 0 {
+				msg += fmt.Sprintf(" (%s not upgraded)", strings.Join(res.Remaining, ", "))
+			}
+			return res, fmt.Errorf("%s: %w", msg, err)
+		}
+		tag, err := f.versionOf(ctx, n)
+		if err != nil {
+			return stop(&NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("reading its version before the upgrade: %w", err)})
+		}
+		if sameVersion(tag, version) {
+			f.progress("%s: already at %s", n.Name, version)
+			res.Current = append(res.Current, n.Name)
+			continue
+		}
+		f.progress("%s: upgrading from %s to %s", n.Name, tag, version)
+		if err := f.startUpgrade(ctx, n, image); err != nil {
+			return stop(&NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("starting the upgrade: %w", err)})
+		}
+		if err := f.waitUpgraded(ctx, n, version, kubeconfig); err != nil {
+			return stop(err)
+		}
+		res.Upgraded = append(res.Upgraded, n.Name)
+		f.progress("%s: at %s and healthy", n.Name, version)
+	}
+	return res, nil
+}
+
+// sameVersion compares a reported tag with the wanted version; stand-ins
+// add a suffix to theirs.
+func sameVersion(tag, version string) bool {
+	return tag == version || strings.HasPrefix(tag, version+"-homelab-standin")
+}
+
+func (f *Flow) versionOf(ctx context.Context, n *Node) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, orDefault(f.CallTimeout, DefaultCallTimeout))
+	defer cancel()
+	c, err := f.connect(cctx, n, f.tlsSecure())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	v, err := c.Version(cctx)
+	if err != nil {
+		return "", shortErr(err)
+	}
+	for _, m := range v.GetMessages() {
+		return m.GetVersion().GetTag(), nil
+	}
+	return "", errors.New("empty version answer")
+}
+
+func (f *Flow) startUpgrade(ctx context.Context, n *Node, image string) error {
+	cctx, cancel := context.WithTimeout(ctx, orDefault(f.CallTimeout, DefaultCallTimeout))
+	defer cancel()
+	c, err := f.connect(cctx, n, f.tlsSecure())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// MachineService.Upgrade is deprecated in favour of LifecycleService
+	// in Talos 1.13 but still served, with the semantics this rollout
+	// needs: install the image, reboot into it, keep the data (preserve).
+	//lint:ignore SA1019 see above
+	_, err = c.MachineClient.Upgrade(cctx, &machine.UpgradeRequest{Image: image, Preserve: true})
+	return shortErr(err)
+}
+
+// waitUpgraded waits until the node answers at version with healthy
+// services, and the Kubernetes API is ready when a kubeconfig is given.
+func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeconfig []byte) error {
+	timeout := orDefault(f.NodeTimeout, DefaultNodeTimeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := errors.New("no answer yet")
+	for {
+		tag, err := f.versionOf(wctx, n)
+		switch {
+		case err != nil:
+			last = err
+		case !sameVersion(tag, version):
+			last = fmt.Errorf("still at %s", tag)
+		default:
+			rep := &Report{}
+			add := func(name string, st Status, format string, args ...any) {
+				rep.Checks = append(rep.Checks, Check{Name: name, Status: st, Detail: fmt.Sprintf(format, args...)})
+			}
+			f.talosChecks(wctx, n, n == f.bootstrapNode(), false, add)
+			if len(kubeconfig) > 0 {
+				f.readyzCheck(wctx, kubeconfig, add)
+			}
+			if rep.Healthy() {
+				return nil
+			}
+			var bad []string
+			for _, c := range rep.Failed() {
+				bad = append(bad, c.Name+": "+c.Detail)
+			}
+			last = fmt.Errorf("at %s but not healthy: %s", version, strings.Join(bad, "; "))
+		}
+		select {
+		case <-wctx.Done():
+			return &NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("not back at %s and healthy within %s: %w", version, timeout, last)}
+		case <-time.After(orDefault(f.PollInterval, DefaultPollInterval)):
+		}
+	}
+}
+
+func (f *Flow) readyzCheck(ctx context.Context, kubeconfig []byte, add addFunc) {
+	kc, err := ParseKubeconfig(kubeconfig)
+	if err != nil {
+		add("kubernetes /readyz", Failed, "%v", err)
+		return
+	}
+	hc, err := kc.HTTPClient(f.Dialer, orDefault(f.CallTimeout, DefaultCallTimeout))
+	if err != nil {
+		add("kubernetes /readyz", Failed, "%v", err)
+		return
+	}
+	code, body, err := get(ctx, hc, kc.Server+"/readyz")
+	switch {
+	case err != nil:
+		add("kubernetes /readyz", Failed, "%s: %v", kc.Server, err)
+	case code != 200:
+		add("kubernetes /readyz", Failed, "%s answered %d: %s", kc.Server, code, firstLine(body))
+	default:
+		add("kubernetes /readyz", OK, "%s ready", kc.Server)
+	}
+}
