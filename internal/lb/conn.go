@@ -164,10 +164,14 @@ func (pc *proxyConn) finish(err error, toBackend bool) {
 			pc.srv.logger().Debug("connection error", "backend", pc.sv.backend, "server", pc.sv.addr, "err", err)
 		}
 		pc.closeBoth()
-	} else if toBackend {
-		pc.backend.CloseWrite()
-	} else {
-		pc.client.CloseWrite()
+	} else if pc.done.Load() == 0 {
+		// Pass the half-close on. When the other direction is already
+		// done, closing both (below) sends the FIN: one syscall fewer.
+		if toBackend {
+			pc.backend.CloseWrite()
+		} else {
+			pc.client.CloseWrite()
+		}
 	}
 	if pc.done.Add(1) == 2 {
 		pc.closeBoth()
