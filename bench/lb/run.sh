@@ -28,7 +28,7 @@ BE_B=127.0.0.2:18082
 IPERF_BE_HOST=127.0.0.2 IPERF_BE_PORT=15201
 PX_HOST=127.0.0.3
 PX_IPERF=25201 PX_HTTP=28080 PX_HTTP2=28090
-ADMIN=127.0.0.1:19100
+ADMIN=127.0.0.3:29100
 HASOCK=$W/haproxy.sock
 
 CLIENT_CPU=0 PROXY_CPU=1
@@ -396,7 +396,7 @@ for run in $(seq "$LONG_RUNS"); do
 			res=$("$BIN/watch" -kill "$BE_B_PID" -haproxy "$HASOCK" -backend http2 -server s2 2>&1)
 		fi
 		wait "$WPID"
-		wait "$BE_B_PID" 2>/dev/null
+		{ wait "$BE_B_PID"; } 2>/dev/null
 		forget "$BE_B_PID"
 		read -r req err p50 p90 p99 rps <<<"$(parse_wrk "$wf")"
 		read -r ms open <<<"$res"
