@@ -80,6 +80,10 @@ func Serve(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("loading %s:\n%w", o.ConfigPath, err)
 	}
+	// Catch SIGHUP before anything can send it expecting a reload.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	b := &lb.Balancer{Config: cfg, Logger: log}
 	if err := b.Start(); err != nil {
 		return err
@@ -87,9 +91,6 @@ func Serve(ctx context.Context, o Options) error {
 	if o.Started != nil {
 		o.Started(b)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &lb.FileReloader{Path: o.ConfigPath, Balancer: b, Trigger: hup, Interval: o.Watch, Logger: log, Current: data}
