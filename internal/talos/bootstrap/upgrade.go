@@ -114,10 +114,12 @@ func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeco
 	timeout := orDefault(f.NodeTimeout, DefaultNodeTimeout)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	last := errors.New("no answer yet")
+	var last error
 	for {
 		tag, err := f.versionOf(wctx, n)
 		switch {
+		case err != nil && wctx.Err() != nil && last != nil:
+			// cut by the deadline: keep the error that says why
 		case err != nil:
 			last = err
 		case !sameVersion(tag, version):
