@@ -465,7 +465,7 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 					fmt.Sprintf("homelab never touches guests it does not own: give %s another vmid in the lab file", m.Path))
 			}
 			exists, found = true, cfg
-		case pveapi.IsStatus(err, 404) || pveapi.IsStatus(err, 500):
+		case pveapi.IsNotFound(err):
 			// does not exist
 		default:
 			return err
@@ -571,7 +571,7 @@ func (p *Provider) deleteGuest(ctx context.Context, r plan.Resource) error {
 	// Check the mark again, right before deleting.
 	var cfg map[string]any
 	if err := p.get(ctx, gp+"/config", nil, &cfg); err != nil {
-		if pveapi.IsStatus(err, 404) {
+		if pveapi.IsNotFound(err) {
 			return nil
 		}
 		return err
@@ -620,9 +620,9 @@ func (p *Provider) start(ctx context.Context, b *build) error {
 		}
 	}
 	deadline := time.Now().Add(p.opts.StartTimeout)
-	poll := 4 * p.opts.Poll
+	poll := p.opts.Poll
 	if poll <= 0 {
-		poll = 2 * time.Second
+		poll = 500 * time.Millisecond
 	}
 	for {
 		var err error
@@ -712,9 +712,9 @@ func (p *Provider) install(ctx context.Context, b *build) error {
 // on its own. It returns the guest's status.
 func (p *Provider) waitUnlocked(ctx context.Context, gp string) (string, error) {
 	deadline := time.Now().Add(p.opts.StartTimeout)
-	poll := 4 * p.opts.Poll
+	poll := p.opts.Poll
 	if poll <= 0 {
-		poll = 2 * time.Second
+		poll = 500 * time.Millisecond
 	}
 	for {
 		var st struct {

@@ -63,9 +63,9 @@ type Options struct {
 	PurgeImages bool
 	// StartTimeout bounds the wait for a started guest (default 5m).
 	StartTimeout time.Duration
-	// Poll is the first task polling interval (default 500ms); it grows to
-	// four times that for long tasks. Guest agents and locks are polled
-	// every 4×Poll.
+	// Poll is the interval at which tasks, guest agents and locks are
+	// polled (default 500ms); a task still running after 10 polls is
+	// polled half as often.
 	Poll time.Duration
 	// Refresh makes Observe read each guest's configuration and firewall
 	// (three calls per guest) instead of trusting the configuration hash

@@ -93,8 +93,32 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, msg)
 }
 
-// Temporary reports whether retrying may help (a 5xx).
-func (e *Error) Temporary() bool { return e.Status >= 500 }
+// Temporary reports whether retrying may help: a 5xx, except the 500s
+// Proxmox answers for a state that retrying will not change (an object
+// that does not exist or already exists).
+func (e *Error) Temporary() bool {
+	if e.Status < 500 {
+		return false
+	}
+	m := strings.ToLower(e.Message)
+	for _, permanent := range []string{"does not exist", "already exists", "no such", "not found"} {
+		if strings.Contains(m, permanent) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsNotFound reports whether err says the object does not exist (a 404,
+// or the 500 "... does not exist" Proxmox answers for a missing guest).
+func IsNotFound(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	m := strings.ToLower(e.Message)
+	return e.Status == 404 || e.Status == 500 && (strings.Contains(m, "does not exist") || strings.Contains(m, "no such"))
+}
 
 var permRE = regexp.MustCompile(`Permission check failed \(([^,]+), ([^)]+)\)`)
 

@@ -106,3 +106,24 @@ func FuzzNormalizeFingerprint(f *testing.F) {
 		}
 	})
 }
+
+func TestTemporary(t *testing.T) {
+	tests := []struct {
+		status   int
+		msg      string
+		temp, nf bool
+	}{
+		{500, "got timeout", true, false},
+		{503, "service unavailable", true, false},
+		{500, "Configuration file 'nodes/pve/qemu-server/200.conf' does not exist", false, true},
+		{500, "unable to create VM 200 - VM 200 already exists on node 'pve'", false, false},
+		{404, "not found", false, true},
+		{400, "Parameter verification failed.", false, false},
+	}
+	for _, tt := range tests {
+		e := &Error{Status: tt.status, Message: tt.msg}
+		if e.Temporary() != tt.temp || IsNotFound(e) != tt.nf {
+			t.Errorf("%d %q: Temporary() = %v, IsNotFound = %v; want %v, %v", tt.status, tt.msg, e.Temporary(), IsNotFound(e), tt.temp, tt.nf)
+		}
+	}
+}

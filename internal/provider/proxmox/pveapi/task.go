@@ -66,6 +66,7 @@ func (c *Client) WaitTask(ctx context.Context, upid string, progress func(line s
 		poll = 500 * time.Millisecond
 	}
 	base := "/nodes/" + Seg(node) + "/tasks/" + Seg(upid)
+	polls := 0
 	for {
 		var st struct {
 			Status     string `json:"status"`
@@ -87,11 +88,9 @@ func (c *Client) WaitTask(ctx context.Context, upid string, progress func(line s
 			return fmt.Errorf("waiting for task %s: %w", upid, ctx.Err())
 		case <-time.After(poll):
 		}
-		// Long tasks (downloads) are polled less often.
-		if max := 4 * c.Poll; c.Poll > 0 && poll < max {
-			poll = min(poll*3/2, max)
-		} else if c.Poll <= 0 && poll < 2*time.Second {
-			poll = min(poll*3/2, 2*time.Second)
+		// Long tasks (downloads) are polled less often after 10 polls.
+		if polls++; polls == 10 {
+			poll *= 2
 		}
 	}
 }
