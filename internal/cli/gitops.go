@@ -39,8 +39,8 @@ func newGitopsInitCmd() *cobra.Command {
                                ` + gitops.FluxVersion + ` when Flux is bootstrapped, not kept in Git)
   clusters/<lab>/*.yaml        the infrastructure and apps Flux Kustomizations
   infrastructure/controllers   ingress-nginx (public: PROXY protocol from the LB,
-                               NodePorts 30080/30443; admin: admin network and VPN
-                               only, NodePorts 31080/31443), cert-manager,
+                               NodePorts 30080/30443; admin: ports 80/443 of the
+                               workers, admin network and VPN only), cert-manager,
                                local-path-provisioner, kube-prometheus-stack,
                                VictoriaLogs
   apps                         the apps of lab.yaml (Nextcloud, OpenProject)

@@ -14,6 +14,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/homelab-dev/homelab/internal/firewall"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
 
@@ -189,6 +190,7 @@ func TestTreeContent(t *testing.T) {
 		{"apps/nextcloud.yaml", "size: 20Gi"},
 		{"apps/nextcloud.yaml", "host: nextcloud." + lab.Name + ".home.arpa"},
 		{"apps/openproject.yaml", "ingressClassName: nginx\n"},
+		{"infrastructure/controllers/ingress-nginx.yaml", "hostPort:\n        enabled: true\n        ports:\n          http: 80\n          https: 443"},
 	}
 	for _, tt := range tests {
 		if got := get(tt.file); !strings.Contains(got, tt.want) {
@@ -198,6 +200,31 @@ func TestTreeContent(t *testing.T) {
 	for _, a := range arts {
 		if a.Path == ".sops.yaml" {
 			t.Error("Tree without a SOPS recipient wrote .sops.yaml")
+		}
+	}
+}
+
+// TestAdminPortsOpen checks that the dashboards' ports are among those
+// the lab's firewall opens to VPN peers on the admin network, and that the
+// public ingress ports are where the load balancer's defaults send traffic.
+func TestAdminPortsOpen(t *testing.T) {
+	open := map[uint16]bool{}
+	for _, p := range firewall.AdminPorts {
+		open[p.Number] = true
+	}
+	for _, p := range []int{AdminHTTPPort, AdminHTTPSPort} {
+		if !open[uint16(p)] {
+			t.Errorf("the admin ingress listens on %d, which firewall.AdminPorts does not open to VPN peers", p)
+		}
+	}
+	lab := referenceLab(t)
+	backends := map[int]bool{}
+	for _, f := range lab.LoadBalancer.Frontends {
+		backends[f.Backends.Port] = true
+	}
+	for _, p := range []int{PublicHTTPNodePort, PublicHTTPSNodePort} {
+		if !backends[p] {
+			t.Errorf("the public ingress NodePort %d is not a backend port of the load balancer (%v)", p, backends)
 		}
 	}
 }

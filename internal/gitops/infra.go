@@ -16,8 +16,8 @@ var workersOnly = M{"nodeAffinity": M{"requiredDuringSchedulingIgnoredDuringExec
 // ingressNginx is two controllers from one chart: the public one behind
 // the lab's load balancer (PROXY protocol v2 from the apps network, on
 // the workers' NodePorts the LB forwards to) and the admin one for the
-// dashboards, which the LB never forwards to and which accepts only the
-// admin network and the VPN.
+// dashboards, on the workers' ports 80 and 443, which the LB never
+// forwards to and which accepts only the admin network and the VPN.
 func ingressNginx(appsCIDR netip.Prefix, adminSources string) []M {
 	const ns = "ingress-nginx"
 	public := M{"controller": M{
@@ -53,15 +53,17 @@ func ingressNginx(appsCIDR netip.Prefix, adminSources string) []M {
 			// Every dashboard behind this controller: admin network and VPN only.
 			"whitelist-source-range": adminSources,
 		},
-		"service": M{
-			"type":                  "NodePort",
-			"externalTrafficPolicy": "Local", // keep the client address for the allowlist
-			"nodePorts":             M{"http": AdminHTTPNodePort, "https": AdminHTTPSNodePort},
-		},
-		"admissionWebhooks": M{"enabled": false}, // the public controller's webhook validates both
+		// Ports 80 and 443 of the workers, which the lab's firewall opens
+		// to VPN peers on the admin network (firewall.AdminPorts) and which
+		// the load balancer never reaches; a host port keeps the client
+		// address for the allowlist.
+		"hostPort": M{"enabled": true, "ports": M{"http": AdminHTTPPort, "https": AdminHTTPSPort}},
+		"service":  M{"type": "ClusterIP"},
+		// The public controller's webhook validates both classes.
+		"admissionWebhooks": M{"enabled": false},
 	}}
 	return []M{
-		namespace(ns, false),
+		namespace(ns, true), // host ports are beyond the baseline Pod Security Standard
 		helmRepository("ingress-nginx", ns, "https://kubernetes.github.io/ingress-nginx"),
 		helmRelease("ingress-nginx", ns, "ingress-nginx", IngressNginxChart, repoRef("ingress-nginx"), public),
 		helmRelease("ingress-nginx-admin", ns, "ingress-nginx", IngressNginxChart, repoRef("ingress-nginx"), admin),

@@ -262,7 +262,7 @@ Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles 
   fetched for Flux ` + FluxVersion + ` when Flux is bootstrapped, not kept here.
 - infrastructure/controllers: ingress-nginx (public, PROXY protocol from the
   lab's load balancer, NodePorts ` + fmt.Sprint(PublicHTTPNodePort, "/", PublicHTTPSNodePort) + `; admin, allowlisted to the
-  admin network and the VPN, NodePorts ` + fmt.Sprint(AdminHTTPNodePort, "/", AdminHTTPSNodePort) + `), cert-manager,
+  admin network and the VPN, host ports ` + fmt.Sprint(AdminHTTPPort, "/", AdminHTTPSPort) + ` on the workers), cert-manager,
   local-path-provisioner (default storage class), kube-prometheus-stack,
   VictoriaLogs.
 - apps: the applications of lab.yaml.

@@ -18,8 +18,8 @@ const (
 	AdminIngressClass      = "nginx-admin"
 	PublicHTTPNodePort     = 30080
 	PublicHTTPSNodePort    = 30443
-	AdminHTTPNodePort      = 31080
-	AdminHTTPSNodePort     = 31443
+	AdminHTTPPort          = 80
+	AdminHTTPSPort         = 443
 	FluxNamespace          = "flux-system"
 	SOPSAgeSecret          = "sops-age"
 	GitCredentialsSecret   = "flux-system"
