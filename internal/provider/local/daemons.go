@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/homelab-dev/homelab/internal/firewall"
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
@@ -98,7 +99,7 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 			cfg := filepath.Join(p.l.config(g.NS), "server.conf")
 			add(procDef{files: map[string]render.Artifact{"server.conf": a},
 				spec: procSpec{Name: g.NS, NS: g.NS, Argv: []string{"vpn", "run", "--config", cfg},
-					UDP: []uint16{uint16(lab.VPN.ListenPort)}}})
+					UDP: []uint16{uint16(lab.VPN.ListenPort)}, Links: []string{firewall.TunnelInterface}}})
 		case spec.MachineControlPlane, spec.MachineWorker:
 			role := "controlplane"
 			if m.Role == spec.MachineWorker {
@@ -133,7 +134,7 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 		a, _ := artifact(arts, "wireguard/peers/"+peer+".conf")
 		cfg := filepath.Join(p.l.config(topo.ClientNS), "client.conf")
 		add(procDef{files: map[string]render.Artifact{"client.conf": a},
-			spec: procSpec{Name: topo.ClientNS, NS: topo.ClientNS, Argv: []string{"vpn", "run", "--config", cfg}}})
+			spec: procSpec{Name: topo.ClientNS, NS: topo.ClientNS, Argv: []string{"vpn", "run", "--config", cfg}, Links: []string{firewall.TunnelInterface}}})
 	}
 	for i := range out {
 		files := map[string][]byte{}

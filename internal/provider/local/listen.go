@@ -20,6 +20,35 @@ func listening(pid int, tcp, udp []uint16) bool {
 	return portsIn(tcp, "0A", dir+"tcp", dir+"tcp6") && portsIn(udp, "", dir+"udp", dir+"udp6")
 }
 
+// ready reports whether a supervised daemon serves: its ports are bound
+// and its links exist, as seen from its namespace.
+func ready(pid int, sp procSpec) bool {
+	return listening(pid, sp.TCP, sp.UDP) && linksIn("/proc/"+strconv.Itoa(pid)+"/net/dev", sp.Links)
+}
+
+// linksIn reports whether every named link appears in a /proc/net/dev table.
+func linksIn(path string, names []string) bool {
+	if len(names) == 0 {
+		return true
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	have := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, _, ok := strings.Cut(line, ":"); ok {
+			have[strings.TrimSpace(name)] = true
+		}
+	}
+	for _, n := range names {
+		if !have[n] {
+			return false
+		}
+	}
+	return true
+}
+
 func portsIn(want []uint16, state string, paths ...string) bool {
 	if len(want) == 0 {
 		return true

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,6 +125,47 @@ func TestReferenceLab(t *testing.T) {
 		}
 	})
 
+	t.Run("a killed supervisor is restarted by apply and takes over", func(t *testing.T) {
+		obs, err := tl.p.Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		for _, r := range obs {
+			if r.Type == local.TypeSupervisor {
+				pid, _ = strconv.Atoi(r.Attrs["pid"])
+			}
+		}
+		if pid == 0 {
+			t.Fatalf("no running supervisor observed: %v", obs)
+		}
+		before := daemon(t, tl.p, w1.NS)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(5*time.Second, func() bool {
+			b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			return len(b) == 0
+		}) {
+			t.Fatalf("the supervisor %d survived SIGKILL", pid)
+		}
+		pl, _, err := tl.p.Converge(ctx, tl.arts, apply.Options{})
+		if err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if !slices.Contains(stepIDs(pl), "update "+local.TypeSupervisor+"/"+tl.lab.Name) {
+			t.Errorf("apply after killing the supervisor: %v, want an update of the supervisor", stepIDs(pl))
+		}
+		after := daemon(t, tl.p, w1.NS)
+		if after.PID == 0 || after.PID == before.PID {
+			t.Errorf("%s: pid %d before, %d after; want a new daemon under the new supervisor", w1.NS, before.PID, after.PID)
+		}
+		if !gone(before.PID) {
+			t.Errorf("the old supervisor's daemon %d still runs", before.PID)
+		}
+		verifyOK(t, tl)
+	})
+
 	t.Run("the lb ejects a dead worker and takes it back", func(t *testing.T) {
 		appsAddr, _ := w1.Machine.Address(spec.RoleApps)
 		// Stop it for good (a kill alone is undone by the supervisor).
@@ -214,12 +257,10 @@ func TestReferenceLab(t *testing.T) {
 		if after.PID == 0 || after.PID == before.PID {
 			t.Errorf("%s: daemon pid %d before, %d after; want a new one", w1.NS, before.PID, after.PID)
 		}
-		if err := syscall.Kill(before.PID, 0); err == nil {
+		if !gone(before.PID) {
 			t.Errorf("the old stand-in %d still runs in the orphaned namespace", before.PID)
 		}
-		if _, err := verify.Run(ctx, tl.lab, verify.Options{}); err != nil {
-			t.Errorf("verify after the rebuild: %v", err)
-		}
+		verifyOK(t, tl)
 	})
 
 	t.Run("destroy leaves nothing", func(t *testing.T) {
@@ -239,6 +280,26 @@ func TestReferenceLab(t *testing.T) {
 			t.Errorf("observe after destroy: %d resources: %v", len(obs), obs)
 		}
 	})
+}
+
+// gone reports whether pid has ended (a zombie that nobody reaped yet
+// counts as ended: it runs nothing and holds no socket).
+func gone(pid int) bool {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return len(b) == 0
+}
+
+// verifyOK runs verify and prints the matrix when the policy does not hold.
+func verifyOK(t *testing.T, tl *testLab) {
+	t.Helper()
+	rep, err := verify.Run(context.Background(), tl.lab, verify.Options{})
+	if err != nil {
+		var b strings.Builder
+		if rep != nil {
+			rep.Print(&b)
+		}
+		t.Errorf("verify: %v\n%s", err, b.String())
+	}
 }
 
 func stepIDs(p *plan.Plan) []string {

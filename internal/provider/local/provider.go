@@ -634,14 +634,24 @@ func (p *Provider) ensureSupervisor() error {
 	}
 	// Reap it if it ends while this process still runs; after that init does.
 	go func() { _ = cmd.Wait() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, ok := p.supervisorPID(); ok {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !waitFor(context.Background(), 5*time.Second, func() bool { _, ok := p.supervisorPID(); return ok }) {
+		return fmt.Errorf("the supervisor did not start; see %s", p.l.log("supervisor"))
 	}
-	return fmt.Errorf("the supervisor did not start; see %s", p.l.log("supervisor"))
+	// A supervisor started over a lab whose daemons exist (its
+	// predecessor was killed) restarts them all: wait until they serve.
+	specs, err := p.l.readSpecs()
+	if err != nil {
+		return err
+	}
+	for _, sp := range specs {
+		if !waitFor(context.Background(), p.ready, func() bool {
+			st, ok := p.procState(sp)
+			return ok && st.PID > 0 && ready(st.PID, sp)
+		}) {
+			return fmt.Errorf("%s did not become ready under the new supervisor; see %s%s", sp.Name, p.l.log(sp.Name), logTail(p.l.log(sp.Name)))
+		}
+	}
+	return nil
 }
 
 func (p *Provider) signalSupervisor() {
@@ -696,7 +706,7 @@ func (p *Provider) ensureProcess(ctx context.Context, d procDef) error {
 	ready := waitFor(ctx, p.ready, func() bool {
 		var ok bool
 		st, ok = p.procState(d.spec)
-		return ok && st.PID > 0 && listening(st.PID, d.spec.TCP, d.spec.UDP)
+		return ok && st.PID > 0 && ready(st.PID, d.spec)
 	})
 	if !ready {
 		// Not transient: a daemon that does not come up in this long is

@@ -44,6 +44,8 @@ type procSpec struct {
 	// TCP and UDP ports the daemon listens on once ready.
 	TCP []uint16 `json:"tcp,omitempty"`
 	UDP []uint16 `json:"udp,omitempty"`
+	// Links the daemon creates in its namespace once ready (a TUN device).
+	Links []string `json:"links,omitempty"`
 }
 
 // procState is what the supervisor reports about one daemon.
@@ -145,6 +147,20 @@ func alive(pid int, argv []string) bool {
 	return len(got) > 0 && len(got) == len(argv) && slices.Equal(got[1:], argv[1:])
 }
 
+// exited reports whether pid has finished exiting: gone, or a zombie
+// (which has closed its files: sockets and TUN devices are free again).
+func exited(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
 // supervisorArgs are the hidden command's arguments after the executable.
 func supervisorArgs(stateDir string) []string {
 	return []string{"__supervise", "--state", stateDir}
@@ -166,9 +182,6 @@ func Supervise(ctx context.Context, stateDir string) error {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return nil // another supervisor runs this lab
 	}
-	if err := writeFileAtomic(l.supervisorPID(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
-		return err
-	}
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	s := &supervisor{l: l, log: logger, children: map[string]*child{}, exits: make(chan exit, 16)}
 	hup := make(chan os.Signal, 1)
@@ -176,7 +189,14 @@ func Supervise(ctx context.Context, stateDir string) error {
 	defer signal.Stop(hup)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	s.killOrphans()
 	s.reconcile()
+	// The pid file says "running, and in charge": only now, once the
+	// daemons a killed predecessor left are gone and ours are starting.
+	if err := writeFileAtomic(l.supervisorPID(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		s.stopAll()
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -219,6 +239,33 @@ type supervisor struct {
 	log      *log.Logger
 	children map[string]*child
 	exits    chan exit
+}
+
+// killOrphans ends the daemons a previous supervisor of the lab left
+// running when it was killed: they hold the ports the new ones need, and
+// nobody would restart them.
+func (s *supervisor) killOrphans() {
+	specs, _ := s.l.readSpecs()
+	var left []procSpec
+	var pids []int
+	for name, sp := range specs {
+		var st procState
+		if readJSON(s.l.state(name), &st) != nil || !alive(st.PID, sp.Argv) {
+			continue
+		}
+		s.log.Printf("%s: ending pid %d, left by a previous supervisor", name, st.PID)
+		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
+		_ = syscall.Kill(st.PID, syscall.SIGKILL)
+		left, pids = append(left, sp), append(pids, st.PID)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < len(pids) && time.Now().Before(deadline); {
+		if !exited(pids[i]) {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		i++
+	}
 }
 
 func (s *supervisor) reconcile() {
