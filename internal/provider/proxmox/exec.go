@@ -516,6 +516,13 @@ func (p *Provider) applyGuest(ctx context.Context, b *build, obs *plan.Resource)
 			disk = "rootfs"
 		}
 		grow := obs != nil && obs.Attrs["disk"] != b.res.Attrs["disk"]
+		if grow {
+			have, want := parseDiskSize(obs.Attrs["disk"]), parseDiskSize(b.res.Attrs["disk"])
+			if have > want {
+				return withHint(fmt.Errorf("the disk of %s is %s, larger than the %s the lab asks for, and disks only grow", m.Name, obs.Attrs["disk"], b.res.Attrs["disk"]),
+					fmt.Sprintf("set the disk size of %s in the lab file to %siB (or more)", m.Path, obs.Attrs["disk"]))
+			}
+		}
 		if found != nil {
 			// A guest an interrupted apply created: its disk may not have
 			// been resized yet.

@@ -419,3 +419,37 @@ func TestRefreshShowsDrift(t *testing.T) {
 	}
 	checkViolations(t, f.srv)
 }
+
+func TestDriftFastPath(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply: %v\n%s", err, describe(pl))
+	}
+	// Hand edits: more memory on worker-1, a bigger disk on worker-2.
+	if err := p.api.Put(ctx, "/nodes/pve/qemu/210/config", url.Values{"memory": {"8192"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.task(ctx, "PUT", "/nodes/pve/qemu/211/resize", url.Values{"disk": {"scsi0"}, "size": {"90G"}}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := planFor(ctx, p, f.lab, f.arts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := describe(pl)
+	want := "  update vm/lab-worker-1 [memory: \"8192\" -> \"4096\"]\n  update vm/lab-worker-2 [disk: \"90G\" -> \"80G\"]\n"
+	if got != want {
+		t.Fatalf("plan after hand edits:\n%s\nwant:\n%s", got, want)
+	}
+	_, err = apply.Run(ctx, pl, p, apply.Options{Backoff: time.Millisecond})
+	wantErr := "update vm/lab-worker-2: updating vm/lab-worker-2: the disk of lab-worker-2 is 90G, larger than the 80G the lab asks for, and disks only grow"
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Fatalf("apply error = %v\nwant it to hold %s", err, wantErr)
+	}
+	if m := f.srv.Snapshot().Guests[210].Config["memory"]; m != "4096" {
+		t.Errorf("worker-1 memory = %s after apply, want 4096", m)
+	}
+	checkViolations(t, f.srv)
+}

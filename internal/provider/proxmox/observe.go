@@ -68,6 +68,7 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 	vmids := map[int]guestInfo{}
 	seen := map[string]bool{}
 	var running []clusterGuest
+	var diskSizes map[int]int64
 	slices.SortFunc(guests, func(a, b clusterGuest) int { return a.VMID - b.VMID })
 	for _, g := range guests {
 		tags := splitTags(g.Tags)
@@ -105,10 +106,11 @@ func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
 		}
 		if g.MaxDisk == 0 {
 			// Proxmox reports the boot disk's size in maxdisk; when an
-			// API does not, the guest's config says it.
-			size, err := p.bootDiskSize(ctx, g)
+			// API does not, the guest storage's listing says it (one call
+			// for all guests), or else the guest's config.
+			size, err := p.diskSizeFallback(ctx, g, &diskSizes)
 			if err != nil {
-				return nil, p.explain(err, "reading the config of guest "+strconv.Itoa(g.VMID))
+				return nil, p.explain(err, "reading the disk size of guest "+strconv.Itoa(g.VMID))
 			}
 			g.MaxDisk = size
 		}
@@ -552,4 +554,31 @@ func (p *Provider) liveGuestHash(ctx context.Context, g clusterGuest, b *build) 
 		}
 	}
 	return guestHash(live, opts, group, tun), nil
+}
+
+// diskSizeFallback finds a guest's boot disk size when /cluster/resources
+// did not report it: from the guest storage's content (listed once, the
+// first disk of each guest: vm-<vmid>-disk-0), or from the guest's config.
+func (p *Provider) diskSizeFallback(ctx context.Context, g clusterGuest, sizes *map[int]int64) (int64, error) {
+	if *sizes == nil {
+		*sizes = map[int]int64{}
+		var vols []struct {
+			Volid string `json:"volid"`
+			VMID  int    `json:"vmid"`
+			Size  int64  `json:"size"`
+		}
+		if err := p.get(ctx, p.nodePath("/storage/"+pveapi.Seg(p.px.Storage)+"/content"), nil, &vols); err != nil {
+			return 0, err
+		}
+		for _, v := range vols {
+			_, name, _ := strings.Cut(v.Volid, ":")
+			if v.VMID > 0 && (name == fmt.Sprintf("vm-%d-disk-0", v.VMID) || name == fmt.Sprintf("subvol-%d-disk-0", v.VMID)) {
+				(*sizes)[v.VMID] = v.Size
+			}
+		}
+	}
+	if s, ok := (*sizes)[g.VMID]; ok && s > 0 && g.Node == p.px.Node {
+		return s, nil
+	}
+	return p.bootDiskSize(ctx, g)
 }
