@@ -384,9 +384,12 @@ func (f *Flow) waitState(ctx context.Context, n *Node, want nodeState) (nodeStat
 		if err == nil && st >= want {
 			return st, standin, nil
 		}
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil && last != nil:
+			// cut by the deadline: keep the error that says why
+		case err != nil:
 			last = err
-		} else {
+		default:
 			last = errors.New("still in maintenance mode")
 		}
 		select {

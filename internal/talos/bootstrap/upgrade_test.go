@@ -122,7 +122,7 @@ func upgradeLab(t *testing.T, broken string) (*Flow, *events) {
 	ev := &events{}
 	f := &Flow{
 		TalosCA: osCA.Crt, AdminCert: pki.crt, AdminKey: pki.key, Store: &memStore{},
-		NodeTimeout: 2 * time.Second, PollInterval: 30 * time.Millisecond, CallTimeout: time.Second,
+		NodeTimeout: 2 * time.Second, PollInterval: 30 * time.Millisecond, CallTimeout: 5 * time.Second,
 	}
 	for _, n := range []struct {
 		name string
