@@ -359,7 +359,7 @@ func write(out string, scale float64, rs []result) error {
 	b.WriteString("isolates the scheduling.\n")
 	b.WriteString("The acceptance bar is apply wall time ≤ 1.15 × critical path, and ≤ 50 API\n")
 	b.WriteString("calls for a no-op plan of a 50-guest lab.\n\n")
-	b.WriteString("| lab | guests | steps | steps at once | apply wall time | critical path, modeled | wall / modeled | critical path, measured | wall / measured | no-op plan: API calls | of which connecting | of which per-guest disk-size reads | plan after apply | schema violations |\n")
+	b.WriteString("| lab | guests | steps | steps at once | apply wall time | critical path, modeled | wall / modeled | critical path, measured | wall / measured | no-op plan: API calls | of which connecting | of which per-guest config reads | plan after apply | schema violations |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		left := "empty"
@@ -370,11 +370,11 @@ func write(out string, scale float64, rs []result) error {
 			r.wall.Round(100*time.Millisecond), r.model.Round(100*time.Millisecond), ratio(r.wall, r.model),
 			r.crit.Round(100*time.Millisecond), ratio(r.wall, r.crit), r.planCalls, r.planCallsNew, r.configReads, left, r.violations)
 	}
-	b.WriteString("\nObserve reads every guest with one call (`/cluster/resources`). It reads a\n")
-	b.WriteString("guest's config only when that call reports no disk size (`maxdisk` 0), to\n")
-	b.WriteString("still see disk drift; Proxmox VE reports `maxdisk` for every guest, so on a\n")
-	b.WriteString("real host the no-op plan costs the calls above minus that column, the same\n")
-	b.WriteString("for 6 or 50 guests.\n")
+	b.WriteString("\nObserve reads every guest with one call (`/cluster/resources`), whatever\n")
+	b.WriteString("their number. The simulator reports no disk size there (`maxdisk` 0, where\n")
+	b.WriteString("Proxmox VE reports the boot disk's), so Observe lists the guest storage\n")
+	b.WriteString("once more to see disk drift; a per-guest config read is the last resort\n")
+	b.WriteString("(last column but two).\n")
 	for _, r := range rs {
 		if r.violations > 0 {
 			fmt.Fprintf(&b, "\nFirst schema violation (%s): `%s`\n", r.name, r.firstViolation)
