@@ -42,6 +42,7 @@ type serverRT struct {
 
 	mu        sync.Mutex
 	live      map[*proxyConn]struct{}
+	flows     map[*udpFlow]struct{}
 	lastCheck string // last check error, "" when it passed
 	check     *HealthCheck
 	stopCheck context.CancelFunc
@@ -108,18 +109,40 @@ func (sv *serverRT) untrack(pc *proxyConn) {
 	sv.mu.Unlock()
 }
 
-// closeConns force-closes every connection to sv.
+func (sv *serverRT) trackFlow(fl *udpFlow) {
+	sv.mu.Lock()
+	if sv.flows == nil {
+		sv.flows = map[*udpFlow]struct{}{}
+	}
+	sv.flows[fl] = struct{}{}
+	sv.mu.Unlock()
+}
+
+func (sv *serverRT) untrackFlow(fl *udpFlow) {
+	sv.mu.Lock()
+	delete(sv.flows, fl)
+	sv.mu.Unlock()
+}
+
+// closeConns force-closes every connection (and UDP flow) to sv.
 func (sv *serverRT) closeConns() int {
 	sv.mu.Lock()
 	list := make([]*proxyConn, 0, len(sv.live))
 	for pc := range sv.live {
 		list = append(list, pc)
 	}
+	flows := make([]*udpFlow, 0, len(sv.flows))
+	for fl := range sv.flows {
+		flows = append(flows, fl)
+	}
 	sv.mu.Unlock()
 	for _, pc := range list {
 		pc.abort()
 	}
-	return len(list)
+	for _, fl := range flows {
+		fl.end()
+	}
+	return len(list) + len(flows)
 }
 
 // backendRT is one generation of a backend: its servers in config order

@@ -128,6 +128,11 @@ func (f *udpFrontend) newFlow(fe *frontendRT, from netip.AddrPort) *udpFlow {
 		f.mu.Lock()
 		f.flows[from] = fl
 		f.mu.Unlock()
+		sv.trackFlow(fl)
+		if sv.drained.Load() {
+			fl.end() // the drain timer fired while we dialed
+			return nil
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -201,6 +206,7 @@ func (fl *udpFlow) end() {
 			delete(fl.f.flows, fl.client)
 		}
 		fl.f.mu.Unlock()
+		fl.sv.untrackFlow(fl)
 		fl.sv.active.Add(-1)
 		fl.stats.active.Add(-1)
 		fl.f.s.sources.release(fl.client.Addr())

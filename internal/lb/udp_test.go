@@ -104,3 +104,58 @@ backends:
 		t.Errorf("after expiry: %q, %v", got, err)
 	}
 }
+
+func TestUDPDrain(t *testing.T) {
+	a, b := udpEcho(t, "a"), udpEcho(t, "b")
+	conf := func(server string) string {
+		return fmt.Sprintf(`
+timeouts: {udpIdle: 1m}
+frontends:
+  - name: dns
+    protocol: udp
+    listen: ["127.0.0.1:0"]
+    backend: dns
+backends:
+  - name: dns
+    drainTimeout: 200ms
+    servers:
+      - address: %s
+`, server)
+	}
+	s := startLB(t, conf(a))
+	front := addr(t, s, "dns")
+	c, err := net.Dial("udp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func(msg string) string {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte(msg))
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("exchange %q: %v", msg, err)
+		}
+		return string(buf[:n])
+	}
+	if got := ask("1"); got != "a:1" {
+		t.Fatalf("got %q", got)
+	}
+	cfg, err := Parse([]byte(conf(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Frontends[0].Listen = []string{front}
+	if err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The flow keeps its server while draining, then moves.
+	if got := ask("2"); got != "a:2" {
+		t.Errorf("during drain got %q, want a:2", got)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if got := ask("3"); got != "b:3" {
+		t.Errorf("after the drain timeout got %q, want b:3", got)
+	}
+}
