@@ -104,7 +104,7 @@ into the repository; so is the SOPS age key.`,
 }
 
 func newGitopsBootstrapCmd() *cobra.Command {
-	var wgConfig, via, gitIdentity, knownHosts, componentsURL string
+	var wgConfig, via, gitIdentity, knownHosts, componentsURL, repoDir string
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Install Flux " + gitops.FluxVersion + " into the cluster and point it at the lab's repository",
@@ -117,6 +117,9 @@ the lab's GitOps repository (see homelab gitops init):
      credentials (--git-identity, --known-hosts) and the apps' secrets,
      all from the encrypted state folder
   4. applies the repository's gotk-sync.yaml
+  5. writes the install manifests into the repository folder (--repo) as
+     clusters/<lab>/flux-system/gotk-components.yaml: commit and push them
+     with the tree, as flux bootstrap does
 
 It talks to the Kubernetes API with the kubeconfig stored at bootstrap,
 directly when this machine is on the admin network, else through an
@@ -221,6 +224,23 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 			if err := b.Run(ctx); err != nil {
 				return err
 			}
+			// Flux's own sync lists gotk-components.yaml: it belongs in
+			// the repository beside gotk-sync.yaml.
+			if repoDir == "" {
+				repoDir = filepath.Join(filepath.Dir(path), "gitops")
+			}
+			if fi, err := os.Stat(repoDir); err == nil && fi.IsDir() {
+				p := filepath.Join(repoDir, filepath.FromSlash(gitops.ComponentsPath(lab.Name)))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					return fmt.Errorf("writing %s: %w", p, err)
+				}
+				if err := os.WriteFile(p, b.Components, 0o644); err != nil {
+					return fmt.Errorf("writing %s: %w", p, err)
+				}
+				fmt.Fprintf(w, "wrote %s: commit it with the tree\n", p)
+			} else {
+				fmt.Fprintf(w, "no repository at %s: add Flux's install manifests as %s yourself (homelab gitops init --out, then bootstrap again)\n", repoDir, gitops.ComponentsPath(lab.Name))
+			}
 			fmt.Fprintf(w, "flux %s installed; it reconciles the cluster from %s\n", gitops.FluxVersion, lab.GitOps.Branch)
 			return nil
 		},
@@ -229,6 +249,7 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 	cmd.Flags().StringVar(&via, "via", string(tunnel.ModeAuto), "how to reach the admin network: auto, direct or tunnel")
 	cmd.Flags().StringVar(&gitIdentity, "git-identity", "", "SSH private key Flux pulls the repository with (deploy key)")
 	cmd.Flags().StringVar(&knownHosts, "known-hosts", "", "known_hosts line(s) of the Git server")
+	cmd.Flags().StringVar(&repoDir, "repo", "", "the gitops repository folder to add gotk-components.yaml to (default: gitops beside lab.yaml)")
 	cmd.Flags().StringVar(&componentsURL, "components-url", "", "where to download Flux's install manifests (default: the GitHub release of "+gitops.FluxVersion+")")
 	return cmd
 }

@@ -191,6 +191,9 @@ current-context: admin@lab
 		t.Fatal(err)
 	}
 
+	if code, _, stderr := runCLI(t, "gitops", "init", "-f", lab); code != 0 {
+		t.Fatalf("gitops init: %s", stderr)
+	}
 	code, stdout, stderr := runCLI(t, "gitops", "bootstrap", "-f", lab, "--via", "direct", "--components-url", comps.URL+"/install.yaml")
 	if code != 0 {
 		t.Fatalf("gitops bootstrap exit %d:\n%s%s", code, stdout, stderr)
@@ -199,6 +202,18 @@ current-context: admin@lab
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+	found := false
+	for p, data := range readTree(t, filepath.Join(dir, "gitops")) {
+		if strings.HasSuffix(p, "/flux-system/gotk-components.yaml") {
+			found = true
+			if string(data) != cliComponents {
+				t.Errorf("%s is not the install manifests that were applied", p)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("gitops bootstrap did not add gotk-components.yaml to the repository:\n%s", stdout)
 	}
 	api.mu.Lock()
 	got := strings.Join(api.patches, "\n")

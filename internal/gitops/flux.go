@@ -47,6 +47,12 @@ type Bootstrapper struct {
 	// one-minute timeout. ComponentsURL overrides where from.
 	Fetch         *http.Client
 	ComponentsURL string
+	// Components are Flux's install manifests; nil downloads them, and
+	// Run leaves what it applied here. They belong in the repository as
+	// clusters/<lab>/flux-system/gotk-components.yaml (ComponentsPath),
+	// which the tree's kustomization.yaml lists: commit them with the
+	// tree, as flux bootstrap does, or Flux cannot build its own sync.
+	Components []byte
 	// Sync is the tree's clusters/<lab>/flux-system/gotk-sync.yaml.
 	Sync []byte
 	// AppSecrets are the Secret manifests of AppSecrets.
@@ -66,6 +72,11 @@ type Bootstrapper struct {
 
 	mu        sync.Mutex
 	discovery map[string]*metav1.APIResourceList
+}
+
+// ComponentsPath is where Flux's install manifests go in the repository.
+func ComponentsPath(labName string) string {
+	return "clusters/" + labName + "/flux-system/gotk-components.yaml"
 }
 
 // SyncFile picks gotk-sync.yaml out of a rendered tree.
@@ -93,12 +104,15 @@ func (b *Bootstrapper) Run(ctx context.Context) error {
 	if len(b.Sync) == 0 {
 		return errors.New("bootstrapping flux: no gotk-sync.yaml")
 	}
-	components, sum, err := b.fetch(ctx)
-	if err != nil {
-		return fmt.Errorf("bootstrapping flux: %w", err)
+	if b.Components == nil {
+		components, sum, err := b.fetch(ctx)
+		if err != nil {
+			return fmt.Errorf("bootstrapping flux: %w", err)
+		}
+		b.Components = components
+		b.progress("flux %s install manifests downloaded (sha256 %s)", FluxVersion, sum[:16])
 	}
-	b.progress("flux %s install manifests downloaded (sha256 %s)", FluxVersion, sum[:16])
-	docs, err := manifests(components)
+	docs, err := manifests(b.Components)
 	if err != nil {
 		return fmt.Errorf("bootstrapping flux: the install manifests: %w", err)
 	}

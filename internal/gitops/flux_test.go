@@ -200,6 +200,9 @@ func TestFluxBootstrap(t *testing.T) {
 		}
 	}
 
+	if string(b.Components) != testComponents {
+		t.Error("Run did not leave the install manifests it applied in Components")
+	}
 	var sops struct {
 		Data map[string]string `json:"data"`
 	}
