@@ -223,6 +223,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			}
 			if m > 0 {
 				pc.account(toBackend, m)
+				pc.touch() // progress, even partial, is activity
 			}
 			switch {
 			case werr == unix.EINTR:
@@ -278,7 +279,6 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		if drained {
 			releaseBuf()
 		}
-		pc.touch()
 	}
 }
 
