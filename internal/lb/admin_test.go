@@ -50,7 +50,13 @@ backends:
 	dialFrom(t, "127.0.0.9", addr(t, s, "web")).tryHello()
 	base := "http://" + s.AdminAddr().String()
 
-	metrics, ctype := get(t, base+"/metrics")
+	// Counters move right after each write reaches the socket: the client
+	// can see its echo a moment before the counter does.
+	var metrics, ctype string
+	waitFor(t, "byte counters", 2*time.Second, func() bool {
+		metrics, ctype = get(t, base+"/metrics")
+		return strings.Contains(metrics, `lb_frontend_bytes_out_total{frontend="web"} 7`)
+	})
 	if !strings.HasPrefix(ctype, "text/plain") {
 		t.Errorf("metrics content type %q", ctype)
 	}

@@ -56,6 +56,9 @@ backends:
 			if in := st.Frontends[0].BytesIn; in != uint64(len(payload))+5 {
 				t.Errorf("frontend bytesIn = %d, want %d", in, len(payload)+5)
 			}
+			if out := st.Frontends[0].BytesOut; out != uint64(len(payload))+7 {
+				t.Errorf("frontend bytesOut = %d, want %d", out, len(payload)+7)
+			}
 			// Bulk went through pipes (or, without splice, through none).
 			if open := s.pipes.open.Load(); (open > 0) == noSplice {
 				t.Errorf("%d pipes open after 8 MiB with noSplice=%v", open, noSplice)
