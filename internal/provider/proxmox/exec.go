@@ -663,6 +663,8 @@ func (p *Provider) start(ctx context.Context, b *build) error {
 			return ctx.Err()
 		case <-time.After(poll):
 		}
+		// Boots and locks take seconds: poll less often as the wait goes on.
+		poll = min(poll*3/2, p.maxPoll())
 	}
 }
 
@@ -744,5 +746,15 @@ func (p *Provider) waitUnlocked(ctx context.Context, gp string) (string, error) 
 			return "", ctx.Err()
 		case <-time.After(poll):
 		}
+		// Boots and locks take seconds: poll less often as the wait goes on.
+		poll = min(poll*3/2, p.maxPoll())
 	}
+}
+
+// maxPoll caps the interval of long waits: 4×Poll (2s by default).
+func (p *Provider) maxPoll() time.Duration {
+	if p.opts.Poll > 0 {
+		return 4 * p.opts.Poll
+	}
+	return 2 * time.Second
 }
