@@ -32,7 +32,8 @@ func newLBRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Serve the load balancer until interrupted",
-		Long: `run serves until SIGINT or SIGTERM. SIGHUP, or a change to the config
+		Long: `run serves until SIGINT or SIGTERM, then stops accepting and lets open
+connections finish for --grace. SIGHUP, or a change to the config
 file, reloads it: listeners that stay keep their sockets, connections
 continue on their servers, removed servers drain. An invalid new config is
 logged and the running one stays.`,
@@ -54,6 +55,7 @@ logged and the running one stays.`,
 	cmd.Flags().StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	cmd.Flags().DurationVar(&o.Watch, "watch", 2*time.Second, "how often to check the config file for changes (negative: SIGHUP only)")
+	cmd.Flags().DurationVar(&o.Grace, "grace", 5*time.Second, "on SIGTERM, how long open connections may finish")
 	return cmd
 }
 

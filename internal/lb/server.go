@@ -246,6 +246,33 @@ func (s *Balancer) Close() error {
 	return nil
 }
 
+// Shutdown stops accepting (the listeners close; UDP flows end) and lets
+// open TCP connections finish until ctx is done, then closes everything.
+// With SO_REUSEPORT a new process can already listen on the same ports,
+// so an upgrade loses no established connection.
+func (s *Balancer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started && !s.closed.Load() {
+		for k, l := range s.listeners {
+			l.close()
+			delete(s.listeners, k)
+		}
+		s.logger().Info("shutting down: listeners closed, waiting for connections", "connections", s.capacity.count())
+	}
+	s.mu.Unlock()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.capacity.count() > 0 {
+		select {
+		case <-ctx.Done():
+			s.logger().Warn("shutdown grace period over, closing connections", "connections", s.capacity.count())
+			return s.Close()
+		case <-t.C:
+		}
+	}
+	return s.Close()
+}
+
 // Reload fills in cfg's defaults, validates it and applies it: listeners that stay are kept open,
 // connections continue on their servers, removed servers drain. If cfg is
 // invalid or a new listener cannot be bound, nothing changes and the error

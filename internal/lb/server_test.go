@@ -3,6 +3,7 @@ package lb
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -71,5 +72,74 @@ backends:
 	}
 	if _, err := c.tryHello(); err == nil {
 		t.Error("pending connection got through after Close")
+	}
+}
+
+func TestShutdownLetsConnectionsFinish(t *testing.T) {
+	b := startBackend(t, "a")
+	s := startLB(t, fmt.Sprintf(`
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    servers:
+%s`, servers(b)))
+	a := addr(t, s, "web")
+	c := dial(t, a)
+	c.hello(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	// New connections are refused at once...
+	waitFor(t, "the listener to close", 2*time.Second, func() bool {
+		nc, err := net.DialTimeout("tcp", a, time.Second)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+	// ...while the open one keeps working until its client leaves.
+	c.roundTrip(t, "still served")
+	select {
+	case <-done:
+		t.Fatal("Shutdown returned with a connection open")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown did not return after the last connection closed")
+	}
+}
+
+func TestShutdownGraceExpires(t *testing.T) {
+	b := startBackend(t, "a")
+	s := startLB(t, fmt.Sprintf(`
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    servers:
+%s`, servers(b)))
+	c := dial(t, addr(t, s, "web"))
+	c.hello(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	s.Shutdown(ctx)
+	if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
+		t.Errorf("Shutdown took %v, want about the 200ms grace", d)
+	}
+	if _, err := c.r.ReadByte(); err == nil {
+		t.Error("connection open after the grace period")
 	}
 }

@@ -28,7 +28,10 @@ type Options struct {
 	LogFormat string
 	// Watch is how often the config file is checked for changes (default
 	// 2s; negative: only SIGHUP reloads).
-	Watch  time.Duration
+	Watch time.Duration
+	// Grace is how long open connections may finish after SIGINT or
+	// SIGTERM (listeners close at once); 0 closes them at once.
+	Grace  time.Duration
 	Stderr io.Writer
 	// Started, if set, is called once the balancer listens (for tests).
 	Started func(*lb.Balancer)
@@ -102,14 +105,20 @@ func Serve(ctx context.Context, o Options) error {
 	<-ctx.Done()
 	cancel()
 	<-done
-	return b.Close()
+	if o.Grace <= 0 {
+		return b.Close()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), o.Grace)
+	defer scancel()
+	return b.Shutdown(sctx)
 }
 
 const usage = `usage:
-  homelab-lb run --config FILE [--log-level info] [--log-format text|json] [--watch 2s]
+  homelab-lb run --config FILE [--log-level info] [--log-format text|json] [--watch 2s] [--grace 5s]
   homelab-lb check --config FILE
 
-run serves until SIGINT or SIGTERM; SIGHUP or a change to FILE reloads it.
+run serves until SIGINT or SIGTERM (then stops accepting and lets open
+connections finish for --grace); SIGHUP or a change to FILE reloads it.
 check validates FILE and prints every problem with its line and column.
 `
 
@@ -130,6 +139,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 		fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 		fs.DurationVar(&o.Watch, "watch", 2*time.Second, "how often to check the config file for changes (negative: SIGHUP only)")
+		fs.DurationVar(&o.Grace, "grace", 5*time.Second, "on SIGTERM, how long open connections may finish")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
