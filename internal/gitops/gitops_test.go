@@ -359,3 +359,20 @@ func TestSOPSKey(t *testing.T) {
 		t.Errorf("SOPSKey with a corrupt key = %v, want an error that does not quote it", err)
 	}
 }
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n"))
+	f.Add([]byte("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: a, namespace: b}\nspec: {interval: 1m, values: {x: [1]}}\n---\n"))
+	f.Add([]byte("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		objs, err := Decode("f.yaml", data)
+		if err != nil {
+			return
+		}
+		for _, o := range objs {
+			if o.Value == nil || o.Kind == "" {
+				t.Fatalf("Decode returned an empty object without an error: %+v", o)
+			}
+		}
+	})
+}
