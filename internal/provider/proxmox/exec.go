@@ -92,8 +92,25 @@ func (p *Provider) create(ctx context.Context, r plan.Resource, obs *plan.Resour
 			form.Set("bridge_vlan_aware", "1")
 		}
 		if obs == nil {
-			form.Set("iface", b.iface)
-			return p.post(ctx, p.nodePath("/network"), form, nil)
+			f := url.Values{"iface": {b.iface}}
+			for k, v := range form {
+				f[k] = v
+			}
+			err := p.post(ctx, p.nodePath("/network"), f, nil)
+			if !pveapi.IsExists(err) {
+				return err
+			}
+			// Made by an interrupted attempt: check it is ours, then set it.
+			var i netIface
+			if err := p.get(ctx, p.nodePath("/network/"+pveapi.Seg(b.iface)), nil, &i); err != nil {
+				return err
+			}
+			if strings.TrimSpace(i.Comments) != p.ownComment() {
+				return fmt.Errorf("bridge %s already exists and is not lab %s's", b.iface, p.lab.Name)
+			}
+			if err := p.guardBridge(ctx, b.iface); err != nil {
+				return err
+			}
 		}
 		return p.put(ctx, p.nodePath("/network/"+pveapi.Seg(b.iface)), form, nil)
 	case tNetApply:
@@ -267,7 +284,12 @@ func (p *Provider) applyIPSet(ctx context.Context, b *build, exists bool) error 
 	base := "/cluster/firewall/ipset/" + pveapi.Seg(b.res.Name)
 	have := map[string]bool{}
 	if !exists {
-		if err := p.post(ctx, "/cluster/firewall/ipset", url.Values{"name": {b.res.Name}, "comment": {p.ownComment()}}, nil); err != nil {
+		err := p.post(ctx, "/cluster/firewall/ipset", url.Values{"name": {b.res.Name}, "comment": {p.ownComment()}}, nil)
+		if pveapi.IsExists(err) {
+			// Made by an interrupted attempt: reconcile its entries.
+			return p.applyIPSet(ctx, b, true)
+		}
+		if err != nil {
 			return err
 		}
 	} else {
@@ -313,7 +335,11 @@ func (p *Provider) clearGroup(ctx context.Context, group string) error {
 func (p *Provider) applyGroup(ctx context.Context, b *build, exists bool) error {
 	g := b.res.Name
 	if !exists {
-		if err := p.post(ctx, "/cluster/firewall/groups", url.Values{"group": {g}, "comment": {p.ownComment()}}, nil); err != nil {
+		err := p.post(ctx, "/cluster/firewall/groups", url.Values{"group": {g}, "comment": {p.ownComment()}}, nil)
+		if pveapi.IsExists(err) {
+			return p.applyGroup(ctx, b, true)
+		}
+		if err != nil {
 			return err
 		}
 	} else if err := p.clearGroup(ctx, g); err != nil {

@@ -453,3 +453,29 @@ func TestDriftFastPath(t *testing.T) {
 	}
 	checkViolations(t, f.srv)
 }
+
+// TestCreateTwice is a create whose answer was lost: the object exists,
+// the step is run again, and it must converge instead of failing.
+func TestCreateTwice(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if _, err := p.Desired(f.lab, f.arts); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"bridge/vmbr1", "fw-ipset/lab-admin", "fw-group/lab-cp", "image/local:import/debian-12-genericcloud-amd64.qcow2", "template/debian-12-standard"} {
+		for i := 1; i <= 2; i++ {
+			if err := p.Create(ctx, p.want[id].res); err != nil {
+				t.Errorf("Create(%s) #%d: %v", id, i, err)
+			}
+		}
+	}
+	snap := f.srv.Snapshot()
+	if n := len(snap.Groups["lab-cp"].Rules); n != len(p.want["fw-group/lab-cp"].rules) {
+		t.Errorf("group lab-cp has %d rules after two creates, want %d", n, len(p.want["fw-group/lab-cp"].rules))
+	}
+	if n := len(snap.IPSets["lab-admin"].Entries); n != 1 {
+		t.Errorf("IP set lab-admin has %d entries after two creates, want 1", n)
+	}
+	checkViolations(t, f.srv)
+}

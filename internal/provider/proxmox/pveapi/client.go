@@ -109,6 +109,13 @@ func (e *Error) Temporary() bool {
 	return true
 }
 
+// IsExists reports whether err says the object already exists (a create
+// that an earlier, interrupted attempt already made).
+func IsExists(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status >= 400 && strings.Contains(strings.ToLower(e.Message+fmt.Sprint(e.Params)), "already exists")
+}
+
 // IsNotFound reports whether err says the object does not exist (a 404,
 // or the 500 "... does not exist" Proxmox answers for a missing guest).
 func IsNotFound(err error) bool {
