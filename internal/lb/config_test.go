@@ -131,3 +131,36 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestDocExample keeps the complete example in docs/lb.md valid and in
+// step with testdata/config/full.yaml.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/lb.md")
+	if err != nil {
+		t.Skipf("docs/lb.md not found: %v", err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	if !ok {
+		t.Fatal("docs/lb.md has no yaml example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	if _, err := Parse([]byte(example)); err != nil {
+		t.Fatalf("the example in docs/lb.md does not parse:\n%v", err)
+	}
+	full, _ := os.ReadFile("testdata/config/full.yaml")
+	strip := func(s string) string {
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if i := strings.Index(l, " #"); i >= 0 {
+				l = l[:i]
+			}
+			if l = strings.TrimRight(l, " "); l != "" && !strings.HasPrefix(l, "#") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	if strip(example) != strip(string(full)) {
+		t.Errorf("the example in docs/lb.md and testdata/config/full.yaml differ (comments aside)")
+	}
+}
