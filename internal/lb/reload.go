@@ -58,7 +58,7 @@ func (r *FileReloader) Run(ctx context.Context) error {
 		if err != nil {
 			log.Error("config reload rejected; the running config stays", "path", r.Path, "trigger", why, "err", err)
 		} else {
-			log.Info("config reloaded", "path", r.Path, "trigger", why)
+			log.Debug("config file applied", "path", r.Path, "trigger", why)
 		}
 		if r.OnReload != nil {
 			r.OnReload(err)
