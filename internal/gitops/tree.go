@@ -258,8 +258,9 @@ func readme(lab *spec.Lab, repo string) []byte {
 Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles the cluster from it
 (` + repo + `, branch ` + lab.GitOps.Branch + `).
 
-- clusters/` + lab.Name + `/flux-system: Flux's own sync; gotk-components.yaml is
-  fetched for Flux ` + FluxVersion + ` when Flux is bootstrapped, not kept here.
+- clusters/` + lab.Name + `/flux-system: Flux's own sync. gotk-components.yaml
+  (Flux ` + FluxVersion + `'s install manifests) is downloaded and added here by
+  homelab gitops bootstrap: commit it with the rest.
 - infrastructure/controllers: ingress-nginx (public, PROXY protocol from the
   lab's load balancer, NodePorts ` + fmt.Sprint(PublicHTTPNodePort, "/", PublicHTTPSNodePort) + `; admin, allowlisted to the
   admin network and the VPN, host ports ` + fmt.Sprint(AdminHTTPPort, "/", AdminHTTPSPort) + ` on the workers), cert-manager,

@@ -306,8 +306,8 @@ const (
 )
 
 // probe asks a node for its version and services, first as the admin of
-// the lab, then as a maintenance-mode client. It returns the client
-// that worked (to close) with the state.
+// the lab, then as a maintenance-mode client. It returns the node's
+// state and whether it says it is a homelab stand-in.
 func (f *Flow) probe(ctx context.Context, n *Node) (nodeState, bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, orDefault(f.CallTimeout, DefaultCallTimeout))
 	defer cancel()
