@@ -114,8 +114,10 @@ the lab's GitOps repository (see homelab gitops init):
   1. downloads Flux's install manifests for ` + gitops.FluxVersion + ` (github.com)
   2. applies them with server-side apply
   3. creates flux-system/sops-age (the lab's SOPS age key), the Git
-     credentials (--git-identity, --known-hosts) and the apps' secrets,
-     all from the encrypted state folder
+     credentials and the apps' secrets, all from the encrypted state
+     folder; the Git credentials are the lab's deploy key and the manager's
+     host key for the repository on the manager VM, or --git-identity and
+     --known-hosts for a gitops.repository of your own
   4. applies the repository's gotk-sync.yaml
   5. writes the install manifests into the repository folder (--repo) as
      clusters/<lab>/flux-system/gotk-components.yaml: commit and push them
@@ -215,6 +217,21 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 					return fmt.Errorf("bootstrapping flux: reading known_hosts: %w", err)
 				}
 				gitSecret = map[string][]byte{"identity": id, "known_hosts": kh}
+			} else if lab.GitOps.Repository == "" {
+				// The repository on the manager VM: homelab made its host
+				// key and Flux's deploy key, so known_hosts is known.
+				repo, err := gitops.Repository(lab)
+				if err != nil {
+					return err
+				}
+				access, _, err := gitops.LoadOrCreateGitAccess(store)
+				if err != nil {
+					return secretsError("preparing the git access keys", err)
+				}
+				if gitSecret, err = access.FluxSecret(repo); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "git: %s with the lab's deploy key\n", repo)
 			}
 			b := &gitops.Bootstrapper{
 				Kube: hc, Server: kc.Server, ComponentsURL: componentsURL,

@@ -228,8 +228,9 @@ current-context: admin@lab
 			t.Errorf("applied objects lack %s:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "/secrets/flux-system") {
-		t.Error("a Git credentials secret was created without --git-identity")
+	// The repository is the manager's: Flux gets the lab's deploy key.
+	if !strings.Contains(got, "/api/v1/namespaces/flux-system/secrets/flux-system") || !strings.Contains(stdout, "with the lab's deploy key") {
+		t.Errorf("no Git credentials for the manager's repository:\n%s\n%s", got, stdout)
 	}
 	// Half of the Git credentials is a mistake with a hint.
 	code, _, stderr = runCLI(t, "gitops", "bootstrap", "-f", lab, "--via", "direct", "--git-identity", lab)

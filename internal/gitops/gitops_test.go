@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/homelab-dev/homelab/internal/firewall"
@@ -375,4 +377,54 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestGitAccess(t *testing.T) {
+	st := memStore{}
+	g, changed, err := LoadOrCreateGitAccess(st)
+	if err != nil || !changed {
+		t.Fatalf("LoadOrCreateGitAccess() = changed %v, %v", changed, err)
+	}
+	g2, changed, err := LoadOrCreateGitAccess(st)
+	if err != nil || changed || g2.DeployPublic != g.DeployPublic || g2.HostPublic != g.HostPublic {
+		t.Errorf("second LoadOrCreateGitAccess changed the keys (%v, %v)", changed, err)
+	}
+	if _, err := ssh.ParsePrivateKey(g.DeployKey); err != nil {
+		t.Errorf("deploy key does not parse as an OpenSSH key: %v", err)
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(g.DeployPublic)); err != nil {
+		t.Errorf("deploy public key is not an authorized_keys line: %v", err)
+	}
+	lab := referenceLab(t)
+	repo, _ := Repository(lab)
+	sec, err := g.FluxSecret(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, key, err := hostLine(sec["known_hosts"])
+	if err != nil || host != "10.10.1.5" || key != strings.Join(strings.Fields(g.HostPublic)[:2], " ") {
+		t.Errorf("known_hosts = %q (%v), want the manager's address with its host key", sec["known_hosts"], err)
+	}
+	if sec, _ := g.FluxSecret("ssh://git@example.net:2222/lab.git"); !strings.HasPrefix(string(sec["known_hosts"]), "[example.net]:2222 ssh-ed25519 ") {
+		t.Errorf("known_hosts for a non-default port = %q", sec["known_hosts"])
+	}
+	if _, err := g.FluxSecret("https://example.net/lab.git"); err == nil {
+		t.Error("FluxSecret for an https URL succeeded")
+	}
+}
+
+func hostLine(b []byte) (host, key string, err error) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return "", "", errors.New("not one known_hosts line")
+	}
+	if _, err := ssh.ParsePublicKey(mustB64(f[2])); err != nil {
+		return "", "", err
+	}
+	return f[0], f[1] + " " + f[2], nil
+}
+
+func mustB64(s string) []byte {
+	b, _ := base64.StdEncoding.DecodeString(s)
+	return b
 }
