@@ -479,3 +479,75 @@ func TestCreateTwice(t *testing.T) {
 	}
 	checkViolations(t, f.srv)
 }
+
+func TestStartTimeout(t *testing.T) {
+	f := newFixture(t, pvesim.Options{AgentBootDelay: time.Hour, TimeScale: 1})
+	p := f.provider(t)
+	p.opts.StartTimeout = 50 * time.Millisecond
+	ctx := context.Background()
+	if _, err := p.Desired(f.lab, f.arts); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"bridge/vmbr1", "bridge/vmbr2", "network-apply/pve", "fw-ipset/lab-admin", "fw-ipset/lab-vpn", "fw-group/lab-mgr", "image/local:import/debian-12-genericcloud-amd64.qcow2", "snippet/lab-manager", "vm/lab-manager"} {
+		if err := p.Create(ctx, p.want[id].res); err != nil {
+			t.Fatalf("Create(%s): %v", id, err)
+		}
+	}
+	err := p.Create(ctx, p.want["start/lab-manager"].res)
+	want := "creating start/lab-manager: qemu lab-manager (vmid 110) was started but its guest agent did not answer within 50ms"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Create(start) error = %v\nwant it to start with %s", err, want)
+	}
+	if !strings.Contains(hintOf(err), "console") {
+		t.Errorf("hint = %q", hintOf(err))
+	}
+}
+
+func TestReplaceNeedsAllowDataLoss(t *testing.T) {
+	f := newFixture(t, pvesim.Options{})
+	p := f.provider(t)
+	ctx := context.Background()
+	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+		t.Fatalf("apply: %v\n%s", err, describe(pl))
+	}
+	f.lab.Manager.VMID = 120
+	desired, err := p.Desired(f.lab, f.arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed, err := p.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := plan.Make(desired, observed, plan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocked *plan.Step
+	for i := range pl.Steps {
+		if pl.Steps[i].ID == "vm/lab-manager" {
+			blocked = &pl.Steps[i]
+		}
+	}
+	if blocked == nil || blocked.Action != plan.Replace || blocked.Blocked == "" || blocked.Reason != "vmid cannot change in place" {
+		t.Fatalf("plan after a VMID change:\n%s\nwant a blocked replace of vm/lab-manager", describe(pl))
+	}
+	if _, err := apply.Run(ctx, pl, p, apply.Options{}); err == nil || !strings.Contains(err.Error(), "--allow-data-loss") {
+		t.Fatalf("apply of a blocked replace = %v, want a refusal", err)
+	}
+	pl, err = plan.Make(desired, observed, plan.Options{AllowDataLoss: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply.Run(ctx, pl, p, apply.Options{Backoff: time.Millisecond}); err != nil {
+		t.Fatalf("apply with AllowDataLoss: %v\n%s", err, describe(pl))
+	}
+	snap := f.srv.Snapshot()
+	if snap.Guests[110] != nil || snap.Guests[120] == nil || snap.Guests[120].Status != "running" {
+		t.Errorf("after the replace: guest 110 %v, guest 120 %v; want 110 gone and 120 running", snap.Guests[110] != nil, snap.Guests[120])
+	}
+	if pl, err := planFor(ctx, p, f.lab, f.arts, false); err != nil || !pl.Empty() {
+		t.Fatalf("plan after the replace is not empty: %v\n%s", err, describe(pl))
+	}
+	checkViolations(t, f.srv)
+}
