@@ -145,7 +145,8 @@ func (e *MismatchError) Hint() string {
 // Options tune Run.
 type Options struct {
 	// Timeout of one attempt (default 700ms). A flow the policy allows
-	// gets three attempts, one it denies a single one.
+	// is tried again for twice that (6 s through the WireGuard tunnel), one
+	// it denies once.
 	Timeout time.Duration
 	// Topology overrides the layout computed from the lab.
 	Topology *local.Topology
@@ -367,13 +368,19 @@ func Run(ctx context.Context, lab *spec.Lab, opts Options) (*Report, error) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			attempts := 1
+			// A flow the policy allows gets a few tries; through the
+			// tunnel, long enough to cover a WireGuard handshake retry
+			// (5 s after a lost initiation).
+			budget := time.Duration(0)
 			if p.Expect {
-				attempts = 3
+				budget = 2 * opts.Timeout
+				if p.Kind == KindTunnel {
+					budget = 6 * time.Second
+				}
 			}
-			for a := 0; a < attempts; a++ {
+			for end := time.Now().Add(budget); ; {
 				run(ctx, vantages[p.From], p, opts.Timeout)
-				if p.Got || ctx.Err() != nil {
+				if p.Got || ctx.Err() != nil || time.Now().After(end) {
 					break
 				}
 			}

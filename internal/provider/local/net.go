@@ -119,10 +119,17 @@ type bridgeSpec struct {
 	Name   string
 	Addr   netip.Prefix
 	Routes []route
+	// MAC is fixed: a bridge without one takes its ports' lowest MAC and
+	// changes it when ports come and go, which strands the neighbours'
+	// ARP entries for the gateway.
+	MAC net.HardwareAddr
 }
 
 func (b bridgeSpec) attrs() map[string]string {
 	a := map[string]string{"state": "up"}
+	if b.MAC != nil {
+		a["mac"] = b.MAC.String()
+	}
 	if b.Addr.IsValid() {
 		a["addr"] = b.Addr.String()
 	}
@@ -136,7 +143,7 @@ func ensureBridge(b bridgeSpec) error {
 	return withHandle(b.NS, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(b.Name)
 		if isNotFound(err) {
-			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name}}); err != nil {
+			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name, HardwareAddr: b.MAC}}); err != nil {
 				return fmt.Errorf("adding bridge %s: %w", b.Name, err)
 			}
 			l, err = h.LinkByName(b.Name)
@@ -146,6 +153,11 @@ func ensureBridge(b bridgeSpec) error {
 		}
 		if l.Type() != "bridge" {
 			return fmt.Errorf("%s in %s is a %s, not a bridge", b.Name, b.NS, l.Type())
+		}
+		if b.MAC != nil && l.Attrs().HardwareAddr.String() != b.MAC.String() {
+			if err := h.LinkSetHardwareAddr(l, b.MAC); err != nil {
+				return fmt.Errorf("setting the MAC of bridge %s: %w", b.Name, err)
+			}
 		}
 		if err := h.LinkSetUp(l); err != nil {
 			return fmt.Errorf("bringing bridge %s up: %w", b.Name, err)
@@ -240,6 +252,7 @@ func observeBridge(nsName, name string) (map[string]string, bool) {
 		}
 		found = true
 		attrs = observeLinkState(h, l)
+		attrs["mac"] = l.Attrs().HardwareAddr.String()
 		return nil
 	})
 	return attrs, found
@@ -253,6 +266,8 @@ type linkSpec struct {
 	EndAddr            netip.Prefix
 	PeerNS, Peer       string
 	MAC                net.HardwareAddr
+	// EndMAC fixes the end's MAC when it has an address (an L3 leg).
+	EndMAC net.HardwareAddr
 	Addr               netip.Prefix
 	Routes             []route
 }
@@ -267,6 +282,9 @@ func (s linkSpec) attrs() map[string]string {
 	}
 	if s.MAC != nil {
 		a["mac"] = s.MAC.String()
+	}
+	if s.EndMAC != nil {
+		a["endMAC"] = s.EndMAC.String()
 	}
 	if s.Addr.IsValid() {
 		a["addr"] = s.Addr.String()
@@ -302,7 +320,7 @@ func ensureLink(s linkSpec) error {
 				}
 				return nil
 			})
-			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.End}, PeerName: s.Peer,
+			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.End, HardwareAddr: s.EndMAC}, PeerName: s.Peer,
 				PeerNamespace: netlink.NsFd(int(peerNS)), PeerHardwareAddr: s.MAC}
 			if err := h.LinkAdd(v); err != nil {
 				return fmt.Errorf("adding veth %s/%s: %w", s.End, s.Peer, err)
@@ -321,6 +339,11 @@ func ensureLink(s linkSpec) error {
 				if err := h.LinkSetMaster(end, br); err != nil {
 					return fmt.Errorf("attaching %s to %s: %w", s.End, s.Master, err)
 				}
+			}
+		}
+		if s.EndMAC != nil && end.Attrs().HardwareAddr.String() != s.EndMAC.String() {
+			if err := h.LinkSetHardwareAddr(end, s.EndMAC); err != nil {
+				return fmt.Errorf("setting the MAC of %s: %w", s.End, err)
 			}
 		}
 		if s.EndAddr.IsValid() {
@@ -383,6 +406,9 @@ func observeLink(s linkSpec) (map[string]string, bool) {
 		es := observeLinkState(h, end)
 		if v, ok := es["addr"]; ok {
 			attrs["endAddr"] = v
+		}
+		if s.EndMAC != nil {
+			attrs["endMAC"] = end.Attrs().HardwareAddr.String()
 		}
 		state := es["state"]
 		_ = withHandle(s.PeerNS, func(ph *netlink.Handle) error {

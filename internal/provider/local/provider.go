@@ -271,7 +271,7 @@ func (p *Provider) placeNS(t *Topology, place string) string {
 func (p *Provider) bridges(t *Topology) []bridgeSpec {
 	var out []bridgeSpec
 	for _, b := range t.Bridges {
-		bs := bridgeSpec{NS: t.HostNS, Name: b.Name, Addr: b.Addr}
+		bs := bridgeSpec{NS: t.HostNS, Name: b.Name, Addr: b.Addr, MAC: spec.StableMAC(t.Lab, t.HostNS+"/"+b.Name, 0)}
 		if b.Role == spec.RoleWAN {
 			bs.Routes = []route{{Via: t.InternetAddr.Addr()}}
 		}
@@ -305,9 +305,12 @@ func (p *Provider) links(t *Topology) map[string]linkSpec {
 	// host, like any machine on the wan segment could: the host's firewall,
 	// not a missing route, is what must keep it out.
 	out[t.InternetNS+"/"+internetWANIf] = linkSpec{EndNS: t.HostNS, End: t.internetIfName(), Master: wanBridge,
-		PeerNS: t.InternetNS, Peer: internetWANIf, Addr: t.InternetAddr, Routes: inner}
+		PeerNS: t.InternetNS, Peer: internetWANIf, Addr: t.InternetAddr, Routes: inner,
+		MAC: spec.StableMAC(t.Lab, t.InternetNS, 0)}
 	out[t.ClientNS+"/"+clientUplinkIf] = linkSpec{EndNS: t.InternetNS, End: internetClientIf, EndAddr: t.UplinkInternet,
-		PeerNS: t.ClientNS, Peer: clientUplinkIf, Addr: t.UplinkClient, Routes: []route{{Via: t.UplinkInternet.Addr()}}}
+		EndMAC: spec.StableMAC(t.Lab, t.InternetNS, 1),
+		PeerNS: t.ClientNS, Peer: clientUplinkIf, Addr: t.UplinkClient, Routes: []route{{Via: t.UplinkInternet.Addr()}},
+		MAC: spec.StableMAC(t.Lab, t.ClientNS, 0)}
 	return out
 }
 
