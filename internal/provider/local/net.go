@@ -268,8 +268,8 @@ type linkSpec struct {
 	MAC                net.HardwareAddr
 	// EndMAC fixes the end's MAC when it has an address (an L3 leg).
 	EndMAC net.HardwareAddr
-	Addr               netip.Prefix
-	Routes             []route
+	Addr   netip.Prefix
+	Routes []route
 }
 
 func (s linkSpec) attrs() map[string]string {
