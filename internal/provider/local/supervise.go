@@ -246,7 +246,6 @@ type supervisor struct {
 // nobody would restart them.
 func (s *supervisor) killOrphans() {
 	specs, _ := s.l.readSpecs()
-	var left []procSpec
 	var pids []int
 	for name, sp := range specs {
 		var st procState
@@ -256,7 +255,7 @@ func (s *supervisor) killOrphans() {
 		s.log.Printf("%s: ending pid %d, left by a previous supervisor", name, st.PID)
 		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
 		_ = syscall.Kill(st.PID, syscall.SIGKILL)
-		left, pids = append(left, sp), append(pids, st.PID)
+		pids = append(pids, st.PID)
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for i := 0; i < len(pids) && time.Now().Before(deadline); {
