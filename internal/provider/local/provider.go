@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,22 +356,12 @@ func digestOf(r *firewall.Ruleset) string {
 func digestInfos(infos []firewall.TableInfo) string {
 	var parts []string
 	for _, ti := range infos {
-		for _, c := range slices.Sorted(mapsKeys(ti.Rules)) {
+		for _, c := range slices.Sorted(maps.Keys(ti.Rules)) {
 			parts = append(parts, fmt.Sprintf("%s %s %s %d %q", ti.Family, ti.Name, c, ti.Rules[c], ti.Comments[c]))
 		}
 	}
 	slices.Sort(parts)
 	return specHash(parts, nil)
-}
-
-func mapsKeys(m map[string]int) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Observe lists what exists of the lab: its namespaces, the bridges,

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -92,7 +94,7 @@ func (p *Provider) Daemons() ([]DaemonStatus, error) {
 		return nil, err
 	}
 	var out []DaemonStatus
-	for _, name := range sortedKeys(specs) {
+	for _, name := range slices.Sorted(maps.Keys(specs)) {
 		sp := specs[name]
 		ds := DaemonStatus{Name: name}
 		ds.Role = p.daemonRole(name)
@@ -116,19 +118,6 @@ func (p *Provider) daemonRole(name string) string {
 		}
 	}
 	return ""
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
 }
 
 func guestKind(m spec.Machine) string {
