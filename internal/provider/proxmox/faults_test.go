@@ -37,19 +37,28 @@ func checkNoDuplicates(t *testing.T, srv *pvesim.Server) {
 	}
 }
 
-// mustConverge applies until nothing is left to do, at most twice.
+// mustConverge applies until nothing is left to do, at most twice: a
+// request the interrupted run had in flight may still land on the server
+// after the first converging apply read the state (as on a real host),
+// and the next plan then repairs it.
 func mustConverge(t *testing.T, f *fixture, p *Provider) {
 	t.Helper()
 	ctx := context.Background()
-	if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
-		t.Fatalf("apply after the fault: %v\nplan:\n%s", err, describe(pl))
-	}
-	pl, err := planFor(ctx, p, f.lab, f.arts, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !pl.Empty() {
-		t.Fatalf("plan after the converging apply is not empty:\n%s", describe(pl))
+	for i := 1; ; i++ {
+		if pl, err := converge(ctx, p, f.lab, f.arts, false); err != nil {
+			t.Fatalf("apply #%d after the fault: %v\nplan:\n%s", i, err, describe(pl))
+		}
+		pl, err := planFor(ctx, p, f.lab, f.arts, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pl.Empty() {
+			break
+		}
+		if i == 2 {
+			t.Fatalf("plan after two converging applies is not empty:\n%s", describe(pl))
+		}
+		t.Logf("plan after the first converging apply:\n%s", describe(pl))
 	}
 	checkNoDuplicates(t, f.srv)
 	if want := len(f.lab.Machines()); len(guestsByName(f.srv)) != want {
