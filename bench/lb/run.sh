@@ -352,11 +352,12 @@ for run in $(seq "$LONG_RUNS"); do
 		if [ -n "$PPID_" ]; then r0=$(rss_kb "$PPID_"); f0=$(fds "$PPID_"); fi
 		s0=$(slab_sock) m0=$(slab_total)
 		if [ "$t" = direct ]; then addr=$BE_A; else addr=$PX_HOST:$PX_HTTP; fi
-		$PIN0 "$BIN/idle" -addr "$addr" -n "$IDLE_CONNS" >"$W/idle.out" 2>"$W/idle.err" &
+		io=$W/idle-$t-$run.out ie=$W/idle-$t-$run.err
+		$PIN0 "$BIN/idle" -addr "$addr" -n "$IDLE_CONNS" >"$io" 2>"$ie" &
 		IPID=$!
 		PIDS+=("$IPID")
-		for i in $(seq 900); do grep -q ready "$W/idle.out" && break; sleep 0.1; done
-		held=$(awk '/ready/{print $2}' "$W/idle.out")
+		for i in $(seq 900); do grep -qs ready "$io" && break; sleep 0.1; done
+		held=$(awk '/ready/{print $2}' "$io" 2>/dev/null)
 		sleep 2 # let the proxy settle (Go: stacks shrink at GC; HAProxy: buffers released)
 		s1=$(slab_sock) m1=$(slab_total)
 		if [ -n "$PPID_" ]; then r1=$(rss_kb "$PPID_"); f1=$(fds "$PPID_"); fi
@@ -371,7 +372,7 @@ for run in $(seq "$LONG_RUNS"); do
 				put c "$t" fds_delta "$((f1 - f0))"
 			fi
 		fi
-		log "  run $run $t: held $n $(head -c 200 "$W/idle.err") RSS +$(((r1 - r0) / 1024)) MiB, fds +$((f1 - f0)), socket slab +$(((s1 - s0) / 1048576)) MiB"
+		log "  run $run $t: held $n $(head -c 200 "$ie") RSS +$(((r1 - r0) / 1024)) MiB, fds +$((f1 - f0)), socket slab +$(((s1 - s0) / 1048576)) MiB"
 		stop "$IPID"
 		stop_proxy
 		sleep 2 # closed sockets leave the slab
