@@ -74,11 +74,15 @@ type Tuning struct {
 	MaxIdlePipes int `yaml:"maxIdlePipes,omitempty" json:"maxIdlePipes,omitempty"`
 	// ParkAfter is how long a direction of a connection waits for data
 	// on its own goroutine; after that it is parked: the goroutine ends
-	// and one shared epoll set watches the socket (default 2s). Idle
+	// and one shared epoll set watches the socket (default 1s). Idle
 	// connections then cost no goroutine.
 	ParkAfter Duration `yaml:"parkAfter,omitempty" json:"parkAfter,omitempty"`
 	// NoPark keeps every connection on its goroutines.
 	NoPark bool `yaml:"noPark,omitempty" json:"noPark,omitempty"`
+	// NoMemoryRelease keeps memory freed when a burst of connections
+	// parks (by default it is returned to the system at once, at the cost
+	// of a garbage collection, at most once a second).
+	NoMemoryRelease bool `yaml:"noMemoryRelease,omitempty" json:"noMemoryRelease,omitempty"`
 	// NoSplice copies through a pooled buffer instead of splice(2).
 	NoSplice bool `yaml:"noSplice,omitempty" json:"noSplice,omitempty"`
 }
@@ -219,7 +223,7 @@ const (
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultPipeSize         = 256 << 10
 	DefaultMaxIdlePipes     = 64
-	DefaultParkAfter        = 2 * time.Second
+	DefaultParkAfter        = time.Second
 )
 
 // Balance algorithms.

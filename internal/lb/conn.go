@@ -116,9 +116,11 @@ func (pc *proxyConn) closeBoth() {
 	}
 }
 
-// run starts one goroutine per direction: fresh goroutines, so their
-// stacks stay small while the accepting goroutine's, grown through the
-// handshake and dial, is freed. The last direction to finish cleans up.
+// run carries the client-to-server direction on the calling goroutine and
+// starts one for the other; fewer goroutines at a burst's peak means less
+// memory the runtime keeps afterwards. (The caller's stack, grown through
+// the handshake and dial, is freed when the direction parks.) The last
+// direction to finish cleans up.
 func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) {
 	now := time.Now()
 	pc.touch()
@@ -129,7 +131,7 @@ func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) 
 	pc.backend.SetWriteDeadline(now.Add(pc.idle))
 	pc.srv.wg.Add(2)
 	go pc.direction(false, false)
-	go pc.direction(true, false)
+	pc.direction(true, false)
 }
 
 // direction runs one direction (toBackend: client to server) until it
@@ -212,11 +214,16 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	}
 	s.pending[c] = struct{}{}
 	s.pendingMu.Unlock()
-	defer func() {
-		s.pendingMu.Lock()
-		delete(s.pending, c)
-		s.pendingMu.Unlock()
-	}()
+	pending := true
+	unpend := func() {
+		if pending {
+			pending = false
+			s.pendingMu.Lock()
+			delete(s.pending, c)
+			s.pendingMu.Unlock()
+		}
+	}
+	defer unpend()
 	released := false
 	release := func() {
 		if !released {
@@ -416,6 +423,7 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	}
 	released = true
 	srcReleased = true
+	unpend() // tracked by its server from now on
 	pc.run(clientRaw, backendRaw, func() {
 		s.sources.release(src)
 		s.capacity.release()

@@ -2,12 +2,17 @@ package lb
 
 import (
 	"errors"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// releaseBurst is how many newly parked directions trigger giving freed
+// memory back to the system.
+const releaseBurst = 1024
 
 // errParked ends a pump whose direction was handed to the parker.
 var errParked = errors.New("parked")
@@ -22,6 +27,9 @@ var errParked = errors.New("parked")
 // meanwhile): data that arrived just before parking is reported at once.
 type parker struct {
 	s *Balancer
+	// release returns freed memory to the system after a burst of
+	// directions parks (tuning.noMemoryRelease turns it off).
+	release bool
 
 	mu     sync.Mutex
 	epfd   int
@@ -158,8 +166,10 @@ var errParkedClosed = errors.New("closed while parked")
 func (p *parker) loop() {
 	events := make([]unix.EpollEvent, 256)
 	lastScan := time.Now()
+	var lastRelease time.Time
+	releasedAt := 0 // parked directions at the last release
 	for {
-		n, err := unix.EpollWait(p.epfd, events, 1000)
+		n, err := unix.EpollWait(p.epfd, events, 250)
 		if err != nil && err != unix.EINTR {
 			p.s.logger().Error("parker: epoll_wait failed", "err", err)
 			time.Sleep(100 * time.Millisecond)
@@ -186,7 +196,21 @@ func (p *parker) loop() {
 				}
 			}
 		}
+		// Many directions just parked (a burst of connections went idle):
+		// their goroutine stacks are free now; give the memory back to
+		// the system rather than keep it for a burst that may not come.
+		parked := len(p.parked)
+		if parked < releasedAt {
+			releasedAt = parked
+		}
+		release := p.release && parked-releasedAt >= releaseBurst && time.Since(lastRelease) >= time.Second
+		if release {
+			releasedAt, lastRelease = parked, time.Now()
+		}
 		p.mu.Unlock()
+		if release {
+			debug.FreeOSMemory()
+		}
 		for _, d := range expired {
 			// Idle timeout: close the connection, which ends this direction.
 			d.pc.finish(errDeadline, d.toBackend)

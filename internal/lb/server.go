@@ -427,6 +427,9 @@ func (s *Balancer) apply(cfg *Config) error {
 	// 3. Swap: limits, listeners, state.
 	s.capacity.setMax(cfg.Limits.MaxConnections)
 	s.pipes.resize(cfg.Tuning.MaxIdlePipes, cfg.Tuning.PipeSize)
+	s.parker.mu.Lock()
+	s.parker.release = !cfg.Tuning.NoMemoryRelease
+	s.parker.mu.Unlock()
 	s.state.Store(st)
 	for _, w := range wants {
 		l := s.listeners[w.key]
