@@ -183,7 +183,7 @@ func Supervise(ctx context.Context, stateDir string) error {
 		return nil // another supervisor runs this lab
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	s := &supervisor{l: l, log: logger, children: map[string]*child{}, exits: make(chan exit, 16)}
+	s := &supervisor{l: l, log: logger, children: map[string]*child{}, exits: make(chan exit, 16), wake: make(chan struct{}, 1)}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -204,6 +204,8 @@ func Supervise(ctx context.Context, stateDir string) error {
 			os.Remove(l.supervisorPID())
 			return nil
 		case <-hup:
+			s.reconcile()
+		case <-s.wake:
 			s.reconcile()
 		case <-tick.C:
 			if _, err := os.Stat(string(l)); err != nil {
@@ -226,6 +228,7 @@ type child struct {
 	backoff  time.Duration
 	retryAt  time.Time // when not running: when to start again
 	stopping bool
+	waited   chan struct{} // closed when cmd's Wait returned
 }
 
 type exit struct {
@@ -239,6 +242,7 @@ type supervisor struct {
 	log      *log.Logger
 	children map[string]*child
 	exits    chan exit
+	wake     chan struct{} // a backoff ended: reconcile now
 }
 
 // killOrphans ends the daemons a previous supervisor of the lab left
@@ -321,10 +325,15 @@ func (s *supervisor) start(c *child) {
 		c.retryAt = time.Now().Add(s.nextBackoff(c))
 		return
 	}
-	c.cmd, c.started, c.stopping = cmd, time.Now(), false
+	waited := make(chan struct{})
+	c.cmd, c.started, c.stopping, c.waited = cmd, time.Now(), false, waited
 	s.log.Printf("%s: started pid %d in %s", sp.Name, cmd.Process.Pid, sp.NS)
 	s.writeState(c, "")
-	go func() { s.exits <- exit{name: sp.Name, cmd: cmd, err: cmd.Wait()} }()
+	go func() {
+		err := cmd.Wait()
+		close(waited)
+		s.exits <- exit{name: sp.Name, cmd: cmd, err: err}
+	}()
 }
 
 func (s *supervisor) nextBackoff(c *child) time.Duration {
@@ -376,7 +385,12 @@ func (s *supervisor) exited(e exit) {
 	c.retryAt = time.Now().Add(wait)
 	s.log.Printf("%s: %s; restart %d in %s", e.name, why, c.restarts, wait)
 	s.writeState(c, why)
-	time.AfterFunc(wait, func() { _ = syscall.Kill(os.Getpid(), syscall.SIGHUP) })
+	time.AfterFunc(wait, func() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // stop asks a child to end: SIGTERM to its process group, SIGKILL after a
@@ -385,9 +399,11 @@ func (s *supervisor) stop(c *child) {
 	c.stopping = true
 	pid := c.cmd.Process.Pid
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	cmd := c.cmd
+	waited := c.waited
 	time.AfterFunc(time.Second, func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-waited:
+		default:
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	})
