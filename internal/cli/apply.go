@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/homelab-dev/homelab/internal/apply"
-	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/provider"
 )
 
@@ -40,11 +39,12 @@ replace a guest that holds data unless --allow-data-loss is given.`,
 // runApply plans and carries out the plan (destroy: everything owned goes).
 func runApply(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool) error {
 	t0 := time.Now()
-	p, prov, closeProv, err := makePlan(ctx, cmd, pf, destroy, allowDataLoss)
+	r, err := makePlan(ctx, cmd, pf, destroy, allowDataLoss)
 	if err != nil {
 		return err
 	}
-	defer closeProv()
+	defer r.close()
+	p, prov := r.plan, r.prov
 	out := cmd.OutOrStdout()
 	if p.Empty() {
 		if destroy {
@@ -57,12 +57,13 @@ func runApply(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy
 	if err := p.Print(out); err != nil {
 		return err
 	}
-	return execute(ctx, cmd, p, prov, pf, destroy, t0)
+	return execute(ctx, cmd, r, pf, destroy, t0)
 }
 
-func execute(ctx context.Context, cmd *cobra.Command, p *plan.Plan, prov provider.Provider, pf providerFlags, destroy bool, t0 time.Time) error {
+func execute(ctx context.Context, cmd *cobra.Command, r *planned, pf providerFlags, destroy bool, t0 time.Time) error {
+	p, prov := r.plan, r.prov
 	prog, wait := progressFor(cmd.ErrOrStderr(), len(p.Steps))
-	_, err := apply.Run(ctx, p, prov, apply.Options{Parallel: pf.parallel, Progress: prog})
+	_, err := apply.Run(ctx, p, prov, apply.Options{Parallel: pf.steps(r.lab.Lab.Host.Provider), Progress: prog})
 	wait()
 	if err != nil {
 		verb := "apply"

@@ -67,7 +67,7 @@ demo needs root: it creates network namespaces, links and nftables rules.`,
 				return withHint(fmt.Errorf("%s is not a local lab (provider %s)", file, lc.Lab.Host.Provider), "use another --dir, or 'homelab apply' for that lab")
 			}
 			t0 := time.Now()
-			if err := runApply(cmd.Context(), cmd, providerFlags{parallel: 8}, false, false); err != nil {
+			if err := runApply(cmd.Context(), cmd, providerFlags{}, false, false); err != nil {
 				return err
 			}
 			fmt.Fprintln(out)

@@ -28,11 +28,12 @@ purpose (for example downloaded images on Proxmox).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			t0 := time.Now()
-			p, prov, closeProv, err := makePlan(ctx, cmd, pf, true, true)
+			r, err := makePlan(ctx, cmd, pf, true, true)
 			if err != nil {
 				return err
 			}
-			defer closeProv()
+			defer r.close()
+			p, prov := r.plan, r.prov
 			out := cmd.OutOrStdout()
 			if p.Empty() {
 				fmt.Fprintln(out, "Nothing to destroy: the target holds nothing this lab owns.")
@@ -42,10 +43,7 @@ purpose (for example downloaded images on Proxmox).`,
 				return err
 			}
 			if !yes {
-				lc, err := loadLab(cmd)
-				if err != nil {
-					return err
-				}
+				lc := r.lab
 				if !term.IsTerminal(int(os.Stdin.Fd())) {
 					return withHint(fmt.Errorf("refusing to destroy lab %q without confirmation", lc.Lab.Name), "pass --yes to destroy without a prompt")
 				}
@@ -55,10 +53,11 @@ purpose (for example downloaded images on Proxmox).`,
 					return fmt.Errorf("destroy cancelled: the name did not match")
 				}
 			}
-			return execute(ctx, cmd, p, prov, pf, true, t0)
+			return execute(ctx, cmd, r, pf, true, t0)
 		},
 	}
 	pf.register(cmd)
+	cmd.Flags().BoolVar(&pf.purgeImages, "purge-images", false, "proxmox: also delete the downloaded images and templates")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
 }

@@ -90,13 +90,32 @@ func (lc *labContext) prepare(cmd *cobra.Command) error {
 
 // providerFlags are the flags every command that talks to a target takes.
 type providerFlags struct {
-	insecure bool
-	parallel int
+	insecure    bool
+	parallel    int
+	refresh     bool
+	binary      string
+	purgeImages bool
 }
 
 func (f *providerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.insecure, "insecure", false, "proxmox: skip TLS verification of the API (prints a warning; prefer caFile or fingerprint in the spec)")
-	cmd.Flags().IntVar(&f.parallel, "parallel", 4, "how many steps run at once")
+	cmd.Flags().IntVar(&f.parallel, "parallel", 0, "how many steps run at once (default: 8 local, 16 proxmox)")
+	cmd.Flags().BoolVar(&f.refresh, "refresh", false, "proxmox: read every guest's configuration and firewall so that hand edits show as drift (3 more API calls per guest)")
+	cmd.Flags().StringVar(&f.binary, "binary", "", "proxmox: the linux/amd64 homelab binary installed into the containers (default: this one)")
+}
+
+// steps returns how many plan steps run at once for this lab's provider.
+func (f providerFlags) steps(p spec.Provider) int {
+	switch {
+	case f.parallel > 0:
+		return f.parallel
+	case p == spec.ProviderProxmox:
+		// Steps mostly wait on Proxmox tasks; the provider bounds API
+		// requests in flight itself.
+		return 16
+	default:
+		return 8
+	}
 }
 
 // openProvider picks the lab's provider.
@@ -105,7 +124,10 @@ func (lc *labContext) openProvider(ctx context.Context, cmd *cobra.Command, f pr
 	case spec.ProviderLocal:
 		return local.New(lc.Lab, lc.stateDir(), local.Options{})
 	case spec.ProviderProxmox:
-		return proxmox.New(ctx, lc.Lab, proxmox.Options{Insecure: f.insecure, Log: cmd.ErrOrStderr()})
+		return proxmox.New(ctx, lc.Lab, proxmox.Options{
+			Insecure: f.insecure, Log: cmd.ErrOrStderr(),
+			Refresh: f.refresh, Binary: f.binary, PurgeImages: f.purgeImages,
+		})
 	default:
 		return nil, fmt.Errorf("host.provider %q is not one this build knows (local, proxmox)", lc.Lab.Host.Provider)
 	}

@@ -32,11 +32,12 @@ the exit code is 0 when there is nothing to do and 2 when there are changes.`,
 			if output != "text" && output != "json" {
 				return withHint(fmt.Errorf("unknown output format %q", output), "use -o text or -o json")
 			}
-			p, _, closeProv, err := makePlan(cmd.Context(), cmd, pf, false, allowDataLoss)
+			r, err := makePlan(cmd.Context(), cmd, pf, false, allowDataLoss)
 			if err != nil {
 				return err
 			}
-			defer closeProv()
+			defer r.close()
+			p := r.plan
 			if output == "json" {
 				err = p.WriteJSON(cmd.OutOrStdout())
 			} else {
@@ -64,37 +65,45 @@ func (e quietError) Error() string { return string(e) }
 
 const errChangesPending = quietError("the plan has changes")
 
+// planned is a lab with its provider open and its plan made.
+type planned struct {
+	lab  *labContext
+	prov provider.Provider
+	plan *plan.Plan
+}
+
+func (r *planned) close() { _ = r.prov.Close() }
+
 // makePlan loads the lab, renders it, opens its provider and compares.
 // With destroy set, the desired set is empty: every owned object goes.
-func makePlan(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool) (*plan.Plan, provider.Provider, func(), error) {
+func makePlan(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool) (*planned, error) {
 	lc, err := loadLab(cmd)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if err := lc.prepare(cmd); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	prov, err := lc.openProvider(ctx, cmd, pf)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	closeProv := func() { _ = prov.Close() }
+	r := &planned{lab: lc, prov: prov}
 	var desired []plan.Resource
 	if !destroy {
 		if desired, err = prov.Desired(lc.Lab, lc.Arts); err != nil {
-			closeProv()
-			return nil, nil, nil, fmt.Errorf("listing what the lab needs: %w", err)
+			r.close()
+			return nil, fmt.Errorf("listing what the lab needs: %w", err)
 		}
 	}
 	observed, err := prov.Observe(ctx)
 	if err != nil {
-		closeProv()
-		return nil, nil, nil, fmt.Errorf("reading the target's current state: %w", err)
+		r.close()
+		return nil, fmt.Errorf("reading the target's current state: %w", err)
 	}
-	p, err := plan.Make(desired, observed, plan.Options{AllowDataLoss: allowDataLoss})
-	if err != nil {
-		closeProv()
-		return nil, nil, nil, fmt.Errorf("planning: %w", err)
+	if r.plan, err = plan.Make(desired, observed, plan.Options{AllowDataLoss: allowDataLoss}); err != nil {
+		r.close()
+		return nil, fmt.Errorf("planning: %w", err)
 	}
-	return p, prov, closeProv, nil
+	return r, nil
 }
