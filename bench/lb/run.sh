@@ -358,7 +358,7 @@ for run in $(seq "$LONG_RUNS"); do
 		PIDS+=("$IPID")
 		for i in $(seq 900); do grep -qs ready "$io" && break; sleep 0.1; done
 		held=$(awk '/ready/{print $2}' "$io" 2>/dev/null)
-		sleep 2 # let the proxy settle (Go: stacks shrink at GC; HAProxy: buffers released)
+		sleep 4 # let the proxy settle (homelab parks directions idle for 1s and returns freed memory; HAProxy releases buffers)
 		s1=$(slab_sock) m1=$(slab_total)
 		if [ -n "$PPID_" ]; then r1=$(rss_kb "$PPID_"); f1=$(fds "$PPID_"); fi
 		n=${held:-0}
