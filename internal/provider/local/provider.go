@@ -367,6 +367,9 @@ func digestInfos(infos []firewall.TableInfo) string {
 // Observe lists what exists of the lab: its namespaces, the bridges,
 // links and ruleset tables inside them, the supervisor and the daemons.
 func (p *Provider) Observe(ctx context.Context) ([]plan.Resource, error) {
+	if err := p.checkOwner(); err != nil {
+		return nil, err
+	}
 	t := p.Topology()
 	names, err := ns.List(func(n string) bool { return Owns(t.Lab, n) })
 	if err != nil {
@@ -507,6 +510,11 @@ func (p *Provider) ensure(ctx context.Context, r plan.Resource) error {
 	t := p.Topology()
 	switch r.Type {
 	case TypeNetns:
+		if r.Name == t.HostNS {
+			if err := p.claimOwner(); err != nil {
+				return err
+			}
+		}
 		return ensureNS(r.Name, r.Attrs["forward"] == "1")
 	case TypeBridge:
 		for _, b := range p.bridges(t) {
@@ -561,7 +569,13 @@ func (p *Provider) Delete(ctx context.Context, r plan.Resource) error {
 	t := p.Topology()
 	switch r.Type {
 	case TypeNetns:
-		return ns.Delete(r.Name)
+		if err := ns.Delete(r.Name); err != nil {
+			return err
+		}
+		if r.Name == t.HostNS {
+			p.releaseOwner()
+		}
+		return nil
 	case TypeBridge:
 		if p.goingAway(t.HostNS) {
 			return nil
