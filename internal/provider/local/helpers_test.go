@@ -168,6 +168,9 @@ func (tl *testLab) leftovers(t testing.TB) []string {
 			}
 		}
 	}
+	if _, err := os.Stat("/run/homelab/" + tl.lab.Name + ".owner"); err == nil {
+		out = append(out, "owner record /run/homelab/"+tl.lab.Name+".owner")
+	}
 	links, _ := os.ReadDir("/sys/class/net")
 	for _, l := range links {
 		if strings.HasPrefix(l.Name(), tl.lab.Name) {
