@@ -22,12 +22,9 @@ type Lines struct {
 	last map[string]string
 }
 
-// Start implements Progress.
-func (l *Lines) Start(s plan.Step) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(l.W, "  ... %s %s\n", s.Action, s.ID)
-}
+// Start implements Progress; Lines reports steps when they end, so that
+// logs hold one line per step.
+func (l *Lines) Start(plan.Step) {}
 
 // Update implements Progress; it prints a message once when it changes.
 func (l *Lines) Update(id string, _ float64, msg string) {
