@@ -17,6 +17,7 @@ import (
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/talos/bootstrap"
 	"github.com/homelab-dev/homelab/internal/tunnel"
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 func newGitopsCmd() *cobra.Command {
@@ -165,7 +166,7 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 					if err != nil {
 						return nil, err
 					}
-					cfg, err := tunnel.ParseConfig(data)
+					cfg, err := vpn.Parse(data)
 					if err != nil {
 						return nil, fmt.Errorf("%s: %w", wgConfig, err)
 					}

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 // Tunnel is a running in-process WireGuard interface with its own network
@@ -35,28 +38,36 @@ type Options struct {
 	Resolver *net.Resolver
 }
 
-// Open brings the tunnel up: it resolves the peers' endpoints, opens the
-// UDP socket and configures the device. Close it when done.
-func Open(ctx context.Context, cfg *Config, opts Options) (*Tunnel, error) {
-	if cfg == nil || cfg.PrivateKey == "" || !validKey(cfg.PrivateKey) {
-		return nil, errors.New("opening the wireguard tunnel: the config has no valid private key")
+// Open brings the tunnel up from a wg-quick config as vpn.Parse reads it
+// (which already refuses wg-quick's hooks: there is no OS interface here):
+// it resolves the peers' endpoints, opens the UDP socket and configures
+// the device. Close it when done.
+func Open(ctx context.Context, cfg *vpn.Config, opts Options) (*Tunnel, error) {
+	if cfg == nil || cfg.Interface.PrivateKey.IsZero() {
+		return nil, errors.New("opening the wireguard tunnel: the config has no private key")
 	}
-	if len(cfg.Addresses) == 0 {
-		return nil, errors.New("opening the wireguard tunnel: the config has no address")
+	// vpn.Parse allows an [Interface] without Address (a server's may be
+	// set elsewhere); the in-process stack needs one.
+	if len(cfg.Interface.Addresses) == 0 {
+		return nil, errors.New("opening the wireguard tunnel: [Interface] has no Address")
 	}
-	uapi, err := uapiConfig(ctx, cfg, opts.Resolver)
+	resolved, err := resolveEndpoints(ctx, cfg, opts.Resolver)
 	if err != nil {
 		return nil, fmt.Errorf("opening the wireguard tunnel: %w", err)
 	}
-	addrs := make([]netip.Addr, len(cfg.Addresses))
-	for i, p := range cfg.Addresses {
+	uapi, err := resolved.UAPI()
+	if err != nil {
+		return nil, fmt.Errorf("opening the wireguard tunnel: %w", err)
+	}
+	addrs := make([]netip.Addr, len(cfg.Interface.Addresses))
+	for i, p := range cfg.Interface.Addresses {
 		addrs[i] = p.Addr()
 	}
-	mtu := cfg.MTU
+	mtu := cfg.Interface.MTU
 	if mtu == 0 {
-		mtu = DefaultMTU
+		mtu = vpn.DefaultMTU
 	}
-	tdev, tnet, err := netstack.CreateNetTUN(addrs, cfg.DNS, mtu)
+	tdev, tnet, err := netstack.CreateNetTUN(addrs, cfg.Interface.DNS, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("opening the wireguard tunnel: creating the user-space network stack: %w", err)
 	}
@@ -83,44 +94,26 @@ func logger(l *slog.Logger) *device.Logger {
 	}
 }
 
-// uapiConfig renders the config in wireguard-go's configuration protocol.
-func uapiConfig(ctx context.Context, cfg *Config, r *net.Resolver) (string, error) {
+// resolveEndpoints returns a copy of cfg whose peer endpoints are IP:port,
+// as vpn.Config.UAPI wants, looking host names up with r.
+func resolveEndpoints(ctx context.Context, cfg *vpn.Config, r *net.Resolver) (*vpn.Config, error) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "private_key=%s\n", hexKey(cfg.PrivateKey))
-	if cfg.ListenPort != 0 {
-		fmt.Fprintf(&b, "listen_port=%d\n", cfg.ListenPort)
+	c := *cfg
+	c.Peers = append([]vpn.Peer(nil), cfg.Peers...)
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		if p.Endpoint == "" {
+			continue
+		}
+		ep, err := resolve(ctx, r, p.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("peer #%d endpoint: %w", i+1, err)
+		}
+		p.Endpoint = ep.String()
 	}
-	b.WriteString("replace_peers=true\n")
-	for i, p := range cfg.Peers {
-		if !validKey(p.PublicKey) {
-			return "", fmt.Errorf("peer #%d has no valid public key", i+1)
-		}
-		fmt.Fprintf(&b, "public_key=%s\n", hexKey(p.PublicKey))
-		if p.PresharedKey != "" {
-			if !validKey(p.PresharedKey) {
-				return "", fmt.Errorf("peer #%d has an invalid preshared key", i+1)
-			}
-			fmt.Fprintf(&b, "preshared_key=%s\n", hexKey(p.PresharedKey))
-		}
-		if p.Endpoint != "" {
-			ep, err := resolve(ctx, r, p.Endpoint)
-			if err != nil {
-				return "", fmt.Errorf("peer #%d endpoint: %w", i+1, err)
-			}
-			fmt.Fprintf(&b, "endpoint=%s\n", ep)
-		}
-		if p.PersistentKeepalive != 0 {
-			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", p.PersistentKeepalive)
-		}
-		b.WriteString("replace_allowed_ips=true\n")
-		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
-		}
-	}
-	return b.String(), nil
+	return &c, nil
 }
 
 // resolve turns host:port into ip:port, looking the host up if needed.
@@ -190,24 +183,28 @@ func (t *Tunnel) ListenPort() (int, error) {
 	return 0, errors.New("reading the wireguard device state: no listen port")
 }
 
-// Handshakes reports, per peer public key (base64), whether a handshake
-// with it has completed.
-func (t *Tunnel) Handshakes() (map[string]bool, error) {
+// Handshakes reports, per peer public key, whether a handshake with it
+// has completed.
+func (t *Tunnel) Handshakes() (map[vpn.Key]bool, error) {
 	s, err := t.dev.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("reading the wireguard device state: %w", err)
 	}
-	out := map[string]bool{}
-	var cur string
+	out := map[vpn.Key]bool{}
+	var cur vpn.Key
 	sc := bufio.NewScanner(strings.NewReader(s))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), "=")
 		switch k {
 		case "public_key":
-			cur = hexToBase64(v)
+			raw, err := hex.DecodeString(v)
+			if err != nil || len(raw) != vpn.KeyLen {
+				return nil, errors.New("reading the wireguard device state: malformed public key")
+			}
+			cur = vpn.Key(raw)
 			out[cur] = false
 		case "last_handshake_time_sec":
-			if v != "0" && cur != "" {
+			if v != "0" && !cur.IsZero() {
 				out[cur] = true
 			}
 		}

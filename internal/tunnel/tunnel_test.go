@@ -11,16 +11,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homelab-dev/homelab/internal/secrets"
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
-func key(t *testing.T) secrets.KeyPair {
+type keyPair struct {
+	private vpn.PrivateKey
+	public  vpn.Key
+}
+
+func key(t *testing.T) keyPair {
 	t.Helper()
-	k, err := secrets.NewWireGuardKey()
+	priv, pub, err := vpn.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k
+	return keyPair{priv, pub}
 }
 
 // pair opens a server and a client tunnel talking WireGuard over real UDP
@@ -29,11 +34,13 @@ func pair(t *testing.T) (server, client *Tunnel) {
 	t.Helper()
 	ctx := context.Background()
 	sk, ck := key(t), key(t)
-	server, err := Open(ctx, &Config{
-		PrivateKey: sk.Private,
-		Addresses:  []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")},
-		Peers: []Peer{{
-			PublicKey:  ck.Public,
+	server, err := Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{
+			PrivateKey: sk.private,
+			Addresses:  []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")},
+		},
+		Peers: []vpn.Peer{{
+			PublicKey:  ck.public,
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")},
 		}},
 	}, Options{})
@@ -55,8 +62,8 @@ PublicKey = %s
 Endpoint = 127.0.0.1:%d
 AllowedIPs = 10.99.0.0/24
 PersistentKeepalive = 25
-`, ck.Private, sk.Public, port)
-	cfg, err := ParseConfig([]byte(text))
+`, ck.private.Base64(), sk.public, port)
+	cfg, err := vpn.Parse([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +126,45 @@ func TestTCPThroughTunnel(t *testing.T) {
 			t.Errorf("no handshake recorded with peer %s", k)
 		}
 	}
+}
+
+func TestOpenNeedsKeyAndAddress(t *testing.T) {
+	k := key(t)
+	tests := []struct {
+		name string
+		cfg  *vpn.Config
+		want string
+	}{
+		{"nil", nil, "no private key"},
+		{"no key", &vpn.Config{Interface: vpn.Interface{Addresses: []netip.Prefix{netip.MustParsePrefix("10.8.0.2/32")}}}, "no private key"},
+		// vpn.Parse accepts this (a server's address may live elsewhere);
+		// the in-process stack cannot do without one.
+		{"no address", parse(t, "[Interface]\nPrivateKey = "+k.private.Base64()+"\n"), "[Interface] has no Address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tun, err := Open(context.Background(), tt.cfg, Options{})
+			if err == nil {
+				tun.Close()
+				t.Fatalf("Open succeeded, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Open error = %v, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), k.private.Base64()) {
+				t.Errorf("error quotes the private key: %v", err)
+			}
+		})
+	}
+}
+
+func parse(t *testing.T, text string) *vpn.Config {
+	t.Helper()
+	c, err := vpn.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestDialNothingListening(t *testing.T) {

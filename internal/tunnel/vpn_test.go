@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -8,9 +9,9 @@ import (
 	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
-// TestParsesVPNClientConfig checks that what internal/vpn writes for a
+// TestOpensVPNClientConfig checks that what internal/vpn writes for a
 // peer (the operator peer homelab dials through) is what Open takes.
-func TestParsesVPNClientConfig(t *testing.T) {
+func TestOpensVPNClientConfig(t *testing.T) {
 	priv, pub, err := vpn.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -26,18 +27,27 @@ func TestParsesVPNClientConfig(t *testing.T) {
 	}
 	p := vpn.StoredPeer{Name: "homelab", Address: netip.MustParseAddr("10.99.0.9"), PublicKey: pub, PrivateKey: priv, Created: time.Unix(0, 0)}
 	text := vpn.ClientConfig(lab, p).Marshal("operator peer of homelab")
-	c, err := ParseConfig(text)
+	c, err := vpn.Parse(text)
 	if err != nil {
-		t.Fatalf("ParseConfig(vpn.ClientConfig().Marshal()) error: %v", err)
+		t.Fatalf("vpn.Parse(vpn.ClientConfig().Marshal()) error: %v", err)
 	}
-	if c.PrivateKey != priv.Base64() || len(c.Addresses) != 1 || c.Addresses[0] != netip.MustParsePrefix("10.99.0.9/32") {
+	if c.Interface.PrivateKey != priv || len(c.Interface.Addresses) != 1 || c.Interface.Addresses[0] != netip.MustParsePrefix("10.99.0.9/32") {
 		t.Errorf("interface = %v, want the peer's key and 10.99.0.9/32", c)
 	}
 	if len(c.Peers) != 1 {
 		t.Fatalf("peers = %d, want 1", len(c.Peers))
 	}
 	sp := c.Peers[0]
-	if sp.PublicKey != serverPub.String() || sp.Endpoint != "203.0.113.10:51820" || len(sp.AllowedIPs) != 1 || sp.AllowedIPs[0] != lab.Admin || sp.PersistentKeepalive != vpn.ClientKeepalive {
+	if sp.PublicKey != serverPub || sp.Endpoint != "203.0.113.10:51820" || len(sp.AllowedIPs) != 1 || sp.AllowedIPs[0] != lab.Admin || sp.PersistentKeepalive != vpn.ClientKeepalive {
 		t.Errorf("server peer = %+v, want the lab's server, endpoint, admin network and keepalive", sp)
+	}
+	// The endpoint is a documentation address: Open binds a local UDP
+	// socket and configures the device without reaching it.
+	tun, err := Open(context.Background(), c, Options{})
+	if err != nil {
+		t.Fatalf("Open(vpn client config) error: %v", err)
+	}
+	if err := tun.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

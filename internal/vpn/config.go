@@ -56,6 +56,12 @@ type Config struct {
 	Peers     []Peer
 }
 
+// String describes the config without its keys: printing a Config with
+// %v would otherwise show the peers' preshared keys, which are secret.
+func (c *Config) String() string {
+	return fmt.Sprintf("wireguard interface %v with %d peer(s)", c.Interface.Addresses, len(c.Peers))
+}
+
 // Interface is the [Interface] section.
 type Interface struct {
 	PrivateKey PrivateKey

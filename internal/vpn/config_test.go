@@ -2,6 +2,7 @@ package vpn
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -111,6 +112,10 @@ func TestParseErrors(t *testing.T) {
 		{"v6 endpoint without brackets", "[Interface]\nPrivateKey = " + privA + "\n[Peer]\nPublicKey = " + pubB + "\nEndpoint = 2001:db8::1:51820\n", []string{"brackets"}},
 		{"bad keepalive", "[Interface]\nPrivateKey = " + privA + "\n[Peer]\nPublicKey = " + pubB + "\nPersistentKeepalive = soon\n", []string{"line 5: PersistentKeepalive"}},
 		{"two interfaces", "[Interface]\nPrivateKey = " + privA + "\n[Interface]\n", []string{"line 3: a second [Interface] section (the first is at line 1)"}},
+		{"open section header", "[Interface]\nPrivateKey = " + privA + "\n[Peer\n", []string{"line 3: malformed section header"}},
+		{"bad mtu", "[Interface]\nPrivateKey = " + privA + "\nMTU = 70000\n", []string{`line 3: MTU: "70000" is not between 576 and 65535`}},
+		{"dns name", "[Interface]\nPrivateKey = " + privA + "\nDNS = lab.internal\n", []string{"line 3: DNS:", "search domains are not supported"}},
+		{"endpoint port 0", "[Interface]\nPrivateKey = " + privA + "\n[Peer]\nPublicKey = " + pubB + "\nEndpoint = 1.2.3.4:0\n", []string{`line 5: Endpoint: "1.2.3.4:0" is not host:port`}},
 		{"several at once", "[Interface]\nPrivateKey = x\nListenPort = y\n", []string{"line 2:", "line 3:"}},
 	}
 	for _, tt := range tests {
@@ -174,6 +179,66 @@ func TestParseForms(t *testing.T) {
 	}
 }
 
+// A client's file as a user may write it: lower-case section and key
+// names, a comment after a value, a host name endpoint, repeated
+// AllowedIPs, DNS and MTU.
+func TestParseClientFile(t *testing.T) {
+	in := `# operator peer of the lab
+[Interface]
+PrivateKey = ` + privA + `
+Address = 10.8.0.2/32, fd00::2/128
+DNS = 10.0.1.1
+MTU = 1380
+
+[peer]
+publickey = ` + pubB + `   # the VPN container
+PresharedKey = ` + pubC + `
+Endpoint = vpn.example.net:51820
+AllowedIPs = 10.0.1.0/24
+AllowedIPs = 10.8.0.0/24
+PersistentKeepalive = 25
+`
+	priv, err := ParseKey(privA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := ParseKey(pubB)
+	psk, _ := ParseKey(pubC)
+	want := &Config{
+		Interface: Interface{
+			PrivateKey: PrivateKey(priv),
+			Addresses:  []netip.Prefix{netip.MustParsePrefix("10.8.0.2/32"), netip.MustParsePrefix("fd00::2/128")},
+			DNS:        []netip.Addr{netip.MustParseAddr("10.0.1.1")},
+			MTU:        1380,
+		},
+		Peers: []Peer{{
+			PublicKey: pub, PresharedKey: psk, Endpoint: "vpn.example.net:51820",
+			AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("10.0.1.0/24"), netip.MustParsePrefix("10.8.0.0/24")},
+			PersistentKeepalive: 25,
+		}},
+	}
+	got, err := Parse([]byte(in))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if diff := cmp.Diff(want, got, netipEqual); diff != "" {
+		t.Errorf("Parse mismatch (-want +got):\n%s", diff)
+	}
+	again, err := Parse(got.Marshal())
+	if err != nil {
+		t.Fatalf("Parse(Marshal()): %v", err)
+	}
+	if string(again.Marshal()) != string(got.Marshal()) {
+		t.Errorf("Marshal is not stable across a parse:\n%s\n---\n%s", got.Marshal(), again.Marshal())
+	}
+	// Printed, the config shows neither the private nor the preshared key.
+	for _, s := range []string{got.String(), fmt.Sprint(got), fmt.Sprintf("%v", got)} {
+		if strings.Contains(s, privA) || strings.Contains(s, pubC) {
+			t.Errorf("printed config %q holds a secret key", s)
+		}
+	}
+}
+
 // FuzzParse: Parse never panics, never quotes a private key in its
 // errors, and what it accepts survives Marshal and Parse unchanged.
 //
@@ -191,6 +256,8 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte("[Interface]\nPrivateKey = " + privA + "\nAddress = fd00::1/64\n[Peer]\nPublicKey = " + pubB + "\nEndpoint = [::1]:1\n"))
+	f.Add([]byte("[Interface]\n#x\nMTU=1280\nListenPort = 51820\n"))
+	f.Add([]byte("[Peer\n=\n[]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/standin"
 	"github.com/homelab-dev/homelab/internal/tunnel"
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 // vpnAddr is the server end of the test VPN: the admin network as the
@@ -112,17 +113,22 @@ func (c *callCounter) count(method string) int {
 	return c.calls["/machine.MachineService/"+method]
 }
 
-// vpn is a WireGuard server and client, both in process over loopback
+// vpnPair is a WireGuard server and client, both in process over loopback
 // UDP, as the lab's VPN container and homelab's own tunnel.
-func vpn(t *testing.T) (server, client *tunnel.Tunnel) {
+func vpnPair(t *testing.T) (server, client *tunnel.Tunnel) {
 	t.Helper()
 	ctx := context.Background()
-	sk, _ := secrets.NewWireGuardKey()
-	ck, _ := secrets.NewWireGuardKey()
-	server, err := tunnel.Open(ctx, &tunnel.Config{
-		PrivateKey: sk.Private,
-		Addresses:  []netip.Prefix{netip.PrefixFrom(vpnAddr, 24)},
-		Peers:      []tunnel.Peer{{PublicKey: ck.Public, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}},
+	sPriv, sPub, err := vpn.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cPriv, cPub, err := vpn.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = tunnel.Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: sPriv, Addresses: []netip.Prefix{netip.PrefixFrom(vpnAddr, 24)}},
+		Peers:     []vpn.Peer{{PublicKey: cPub, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}},
 	}, tunnel.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -132,11 +138,10 @@ func vpn(t *testing.T) (server, client *tunnel.Tunnel) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err = tunnel.Open(ctx, &tunnel.Config{
-		PrivateKey: ck.Private,
-		Addresses:  []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")},
-		Peers: []tunnel.Peer{{
-			PublicKey: sk.Public, Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
+	client, err = tunnel.Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: cPriv, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
+		Peers: []vpn.Peer{{
+			PublicKey: sPub, Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
 		}},
 	}, tunnel.Options{})
@@ -200,7 +205,7 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	pki := newPKI(t)
-	server, client := vpn(t)
+	server, client := vpnPair(t)
 	calls := &callCounter{calls: map[string]int{}}
 	l := &lab{calls: calls, dialer: &countingDialer{d: client}}
 	specs := []struct {

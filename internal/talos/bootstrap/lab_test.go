@@ -11,6 +11,7 @@ import (
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
 	"github.com/homelab-dev/homelab/internal/tunnel"
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 func TestForLab(t *testing.T) {
@@ -86,7 +87,7 @@ func TestRealLab(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			cfg, err := tunnel.ParseConfig(data)
+			cfg, err := vpn.Parse(data)
 			if err != nil {
 				return nil, err
 			}
