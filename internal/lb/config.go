@@ -17,6 +17,8 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
+
+	"github.com/homelab-dev/homelab/internal/units"
 )
 
 // Config is the load balancer's whole configuration, as read from its YAML
@@ -190,29 +192,7 @@ type Passive struct {
 }
 
 // Duration is a time.Duration written as "2s", "500ms" or "1m30s".
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// String formats d like time.Duration.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: want a number and a unit, for example 2s or 500ms", b)
-	}
-	if v < 0 {
-		return fmt.Errorf("invalid duration %q: must not be negative", b)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = units.Duration
 
 // Defaults applied by SetDefaults.
 const (

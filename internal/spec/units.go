@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/homelab-dev/homelab/internal/units"
 )
 
 // Size is a quantity of bytes written with a binary unit: 512MiB, 16GiB, 1TiB.
@@ -74,27 +75,5 @@ func (s *Size) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Duration is a time.Duration written as 2s, 500ms, 1m30s.
-type Duration time.Duration
-
-// D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// String formats like time.Duration.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: want a number and a unit, for example 2s or 500ms", b)
-	}
-	if v < 0 {
-		return fmt.Errorf("invalid duration %q: must not be negative", b)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration written as "2s", "500ms" or "1m30s".
+type Duration = units.Duration
