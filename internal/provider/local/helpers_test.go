@@ -171,6 +171,12 @@ func (tl *testLab) leftovers(t testing.TB) []string {
 	if _, err := os.Stat("/run/homelab/" + tl.lab.Name + ".owner"); err == nil {
 		out = append(out, "owner record /run/homelab/"+tl.lab.Name+".owner")
 	}
+	// The daemons' rendered configs hold private keys: none may outlive them.
+	if cfgs, _ := os.ReadDir(filepath.Join(tl.stateDir, "local", "config")); len(cfgs) > 0 {
+		for _, c := range cfgs {
+			out = append(out, "daemon config "+filepath.Join(tl.stateDir, "local", "config", c.Name()))
+		}
+	}
 	links, _ := os.ReadDir("/sys/class/net")
 	for _, l := range links {
 		if strings.HasPrefix(l.Name(), tl.lab.Name) {

@@ -574,6 +574,9 @@ func (p *Provider) Delete(ctx context.Context, r plan.Resource) error {
 		}
 		if r.Name == t.HostNS {
 			p.releaseOwner()
+			// Daemons' configs (private keys) whose daemon never got a
+			// spec file, after a crash mid-start, go with the lab.
+			_ = os.RemoveAll(p.l.configs())
 		}
 		return nil
 	case TypeBridge:
@@ -726,6 +729,9 @@ func (p *Provider) ensureProcess(ctx context.Context, d procDef) error {
 }
 
 func (p *Provider) stopProcess(ctx context.Context, name string) error {
+	// The daemon's rendered config may hold private keys: it goes with
+	// the daemon.
+	defer os.RemoveAll(p.l.config(name))
 	var sp procSpec
 	specErr := readJSON(p.l.spec(name), &sp)
 	os.Remove(p.l.spec(name))

@@ -63,7 +63,8 @@ type layout string
 func (l layout) procs() string              { return filepath.Join(string(l), "procs") }
 func (l layout) run() string                { return filepath.Join(string(l), "run") }
 func (l layout) logs() string               { return filepath.Join(string(l), "logs") }
-func (l layout) config(name string) string  { return filepath.Join(string(l), "config", name) }
+func (l layout) configs() string            { return filepath.Join(string(l), "config") }
+func (l layout) config(name string) string  { return filepath.Join(l.configs(), name) }
 func (l layout) spec(name string) string    { return filepath.Join(l.procs(), name+".json") }
 func (l layout) state(name string) string   { return filepath.Join(l.run(), name+".json") }
 func (l layout) pidFile(name string) string { return filepath.Join(l.run(), name+".pid") }
@@ -75,6 +76,15 @@ func (l layout) mkdirs() error {
 	for _, d := range []string{l.procs(), l.run(), l.logs()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	// The daemons' configs hold private keys in plaintext while the lab
+	// runs: keep the whole runtime folder out of Git even when the lab
+	// folder, encrypted state included, is committed.
+	ignore := filepath.Join(string(l), ".gitignore")
+	if _, err := os.Stat(ignore); err != nil {
+		if err := writeFileAtomic(ignore, []byte("# runtime files of the local provider: never commit\n*\n"), 0o600); err != nil {
+			return fmt.Errorf("creating %s: %w", ignore, err)
 		}
 	}
 	return nil
