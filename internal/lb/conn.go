@@ -127,8 +127,7 @@ func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) 
 	pc.clientRaw, pc.backendRaw, pc.release = clientRaw, backendRaw, release
 	pc.client.SetReadDeadline(pc.readDeadline(now))
 	pc.backend.SetReadDeadline(pc.readDeadline(now))
-	pc.client.SetWriteDeadline(now.Add(pc.idle))
-	pc.backend.SetWriteDeadline(now.Add(pc.idle))
+	// Write deadlines are set by pump when a write first has to wait.
 	pc.srv.wg.Add(2)
 	go pc.direction(false, false)
 	pc.direction(true, false)

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,6 +124,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		inPipe   bool // the data in hand is in the pipe, not in buf
 		drained  bool // the last read was short: wait before reading again
 		burst    int  // bytes read since the last wait
+		wdSet    bool // dst's write deadline was set by this pump
 	)
 	pool := &pc.srv.pipes
 	canSplice := !pc.noSplice
@@ -156,9 +158,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 						continue
 					}
 				}
-				var n64 int64
-				n64, err = unix.Splice(int(fd), nil, p.w, nil, p.cap, spliceFlags)
-				n = int(n64)
+				n, err = rawSplice(int(fd), p.w, p.cap)
 				if n > 0 {
 					p.n += n
 				}
@@ -167,7 +167,7 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				if buf == nil {
 					buf = bufPool.Get().(*[]byte)
 				}
-				n, err = unix.Read(int(fd), *buf)
+				n, err = rawRead(int(fd), *buf)
 				inPipe = false
 			}
 			switch {
@@ -209,14 +209,12 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			var m int
 			var werr error
 			if inPipe {
-				var m64 int64
-				m64, werr = unix.Splice(p.r, nil, int(fd), nil, p.n, spliceFlags)
-				m = int(m64)
+				m, werr = rawSplice(p.r, int(fd), p.n)
 				if m > 0 {
 					p.n -= m
 				}
 			} else {
-				m, werr = unix.Write(int(fd), (*buf)[off:n])
+				m, werr = rawWrite(int(fd), (*buf)[off:n])
 				if m > 0 {
 					off += m
 				}
@@ -229,6 +227,14 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			case werr == unix.EINTR:
 				continue
 			case werr == unix.EAGAIN:
+				// The write deadline is set only when a write first has
+				// to wait (most connections never do): until then no
+				// timer. Later expiries are pushed out by onDeadline
+				// while the connection is active.
+				if !wdSet {
+					wdSet = true
+					dstConn.SetWriteDeadline(time.Now().Add(pc.idle))
+				}
 				return false
 			case werr != nil:
 				err = werr
@@ -280,6 +286,49 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			releaseBuf()
 		}
 	}
+}
+
+// The pump's reads, writes and splices are made with RawSyscall, not
+// Syscall: every descriptor they touch is non-blocking (sockets from the
+// net package, pipes from pipe2 with O_NONBLOCK, splice with
+// SPLICE_F_NONBLOCK), so each call returns at once, with data or EAGAIN.
+// Syscall would enter the scheduler's syscall state around it, and when a
+// call is slowed (softirq work on this CPU) sysmon hands the P to another
+// thread: a futex wake and a context switch per hand-off, pure overhead
+// with GOMAXPROCS=1 on one pinned core. Errors are the same syscall.Errno
+// values unix.Read/Write/Splice return; EAGAIN still sends the caller back
+// to the poller. Never use these on a descriptor that may block.
+
+func rawRead(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// rawSplice moves up to n bytes from in to out (no offsets) without
+// blocking.
+func rawSplice(in, out, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 var errDeadline = os.ErrDeadlineExceeded
