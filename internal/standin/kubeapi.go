@@ -1,7 +1,6 @@
 package standin
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,10 +13,7 @@ import (
 // kube-apiserver with anonymous authentication off: every request needs a
 // client certificate signed by the Kubernetes CA, else 401.
 func (n *Node) newKubeServer() (*http.Server, error) {
-	cfg, err := serverTLS(n.Certs.KubeCert, n.Certs.KubeKey, n.Certs.KubeCA, tls.VerifyClientCertIfGiven)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes API: %w", err)
-	}
+	cfg := dynamicTLS(n.kubeTLS.Load)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", n.kubeReady)
 	mux.HandleFunc("GET /livez", kubeOK)
@@ -79,7 +75,9 @@ type kubeVersion struct {
 }
 
 func (n *Node) kubeVersionHandler(w http.ResponseWriter, _ *http.Request) {
-	v := strings.TrimPrefix(n.kubeVersion(), "v")
+	n.mu.Lock()
+	v := strings.TrimPrefix(n.apiServerVersion(), "v")
+	n.mu.Unlock()
 	parts := strings.SplitN(v, ".", 3)
 	for len(parts) < 2 {
 		parts = append(parts, "0")

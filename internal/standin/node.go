@@ -2,6 +2,7 @@ package standin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 )
@@ -90,21 +94,82 @@ type Node struct {
 	StateDir string
 	// Logger receives the node's log; nil discards it.
 	Logger *slog.Logger
+	// RebootDelay is how long the node answers Unavailable after an
+	// Upgrade (or an apply in reboot mode), as a rebooting node does.
+	RebootDelay time.Duration
+	// FailUpgrades makes the node come back unhealthy (kubelet failing)
+	// from every upgrade: of Talos, or a configuration changing its
+	// Kubernetes version. Tests of a rollout that must stop use it.
+	FailUpgrades bool
 
 	mu        sync.Mutex
 	state     nodeState
 	config    []byte
+	applied   *appliedConfig
+	events    []Event
+	down      time.Time // rebooting until then
 	listeners map[Service]net.Listener
-	grpc      *grpc.Server
-	https     []*http.Server
-	closed    bool
-	done      chan struct{}
+	// explicit TLS material (Certs given at start) is kept; otherwise
+	// the node serves ephemeral certificates until configured and then
+	// certificates issued from the applied config's CAs.
+	explicitTalos, explicitKube bool
+	talosTLS, kubeTLS           atomic.Pointer[tls.Config]
+	grpc                        *grpc.Server
+	https                       []*http.Server
+	closed                      bool
+	done                        chan struct{}
 }
 
 // nodeState is what StateDir keeps (the config itself in its own file).
 type nodeState struct {
 	Configured   bool `json:"configured"`
 	Bootstrapped bool `json:"bootstrapped"`
+	// TalosVersion and Image are set by an upgrade: the version (the
+	// installer image's tag) and the installer image itself.
+	TalosVersion string `json:"talosVersion,omitempty"`
+	Image        string `json:"image,omitempty"`
+	// Unhealthy is set when the node came back from an upgrade failing
+	// (FailUpgrades).
+	Unhealthy bool `json:"unhealthy,omitempty"`
+}
+
+// Event is one thing that happened to a stand-in, for tests and logs.
+type Event struct {
+	Time time.Time
+	// Kind is configured, bootstrapped, upgraded (Talos) or kubernetes
+	// (a configuration with another Kubernetes version).
+	Kind string
+	// Detail is the version or image (never a secret).
+	Detail string
+}
+
+// The kinds of Event.
+const (
+	EventConfigured   = "configured"
+	EventBootstrapped = "bootstrapped"
+	EventUpgraded     = "upgraded"
+	EventKubernetes   = "kubernetes"
+)
+
+// Events returns what happened to the node since it started, in order.
+func (n *Node) Events() []Event {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.events)
+}
+
+// UpgradeImage is the installer image of the node's last Talos upgrade
+// ("" when it was never upgraded).
+func (n *Node) UpgradeImage() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.Image
+}
+
+// event records and logs an event (called with mu held).
+func (n *Node) event(kind, detail string) {
+	n.events = append(n.events, Event{Time: time.Now(), Kind: kind, Detail: detail})
+	n.log().Info(Marker+" "+kind, "detail", detail)
 }
 
 func (n *Node) log() *slog.Logger {
@@ -121,18 +186,41 @@ func (n *Node) role() Role {
 	return n.Role
 }
 
+// talosVersion is the version reported: the last upgrade's, else
+// TalosVersion (called with mu held).
 func (n *Node) talosVersion() string {
-	if n.TalosVersion == "" {
+	switch {
+	case n.state.TalosVersion != "":
+		return n.state.TalosVersion
+	case n.TalosVersion == "":
 		return DefaultTalosVersion
 	}
 	return n.TalosVersion
 }
 
+// kubeVersion is the kubelet's version: the applied config's kubelet
+// image tag, else KubernetesVersion (called with mu held).
 func (n *Node) kubeVersion() string {
+	if n.applied != nil {
+		if v := imageTag(n.applied.kubeletImage); v != "" {
+			return v
+		}
+	}
 	if n.KubernetesVersion == "" {
 		return DefaultKubernetesVersion
 	}
 	return n.KubernetesVersion
+}
+
+// apiServerVersion is what the Kubernetes API reports: the applied
+// config's kube-apiserver image tag, else kubeVersion (mu held).
+func (n *Node) apiServerVersion() string {
+	if n.applied != nil {
+		if v := imageTag(n.applied.apiServerImage); v != "" {
+			return v
+		}
+	}
+	return n.kubeVersion()
 }
 
 func (n *Node) port(p, def int) int {
@@ -179,10 +267,25 @@ func (n *Node) Listen() error {
 	if n.role() != RoleControlPlane && n.role() != RoleWorker {
 		return fmt.Errorf("starting stand-in %s: unknown role %q (want controlplane or worker)", n.Name, n.Role)
 	}
+	c := &n.Certs
+	n.explicitTalos = len(c.TalosCA)+len(c.TalosCAKey)+len(c.TalosCert)+len(c.TalosKey) > 0
+	n.explicitKube = len(c.KubeCA)+len(c.KubeCAKey)+len(c.KubeCert)+len(c.KubeKey) > 0
 	if err := n.fillCerts(); err != nil {
 		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
 	}
 	if err := n.loadState(); err != nil {
+		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+	}
+	if len(n.config) > 0 {
+		ac, err := parseMachineConfig(n.config)
+		if err == nil {
+			err = n.adopt(ac)
+		}
+		if err != nil {
+			return fmt.Errorf("starting stand-in %s: stored machine config: %w", n.Name, err)
+		}
+	}
+	if err := n.setTLS(); err != nil {
 		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
 	}
 	want := map[Service]string{ServiceTalos: hostPort(n.AdminAddr, n.port(n.TalosPort, DefaultTalosPort))}

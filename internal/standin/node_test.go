@@ -174,7 +174,7 @@ func TestMaintenanceApplyBootstrapKubeconfig(t *testing.T) {
 	if _, err := insecure.Bootstrap(ctxT(t), &machine.BootstrapRequest{}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("Bootstrap before config: error %v, want FailedPrecondition", err)
 	}
-	if _, err := insecure.ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: []byte("version: v1alpha1\n")}); err != nil {
+	if _, err := insecure.ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: labConfig(t, labBundle(t), true, "1.36.3")}); err != nil {
 		t.Fatalf("ApplyConfiguration: %v", err)
 	}
 	if _, err := insecure.ServiceList(ctxT(t), &emptypb.Empty{}); status.Code(err) != codes.Unauthenticated {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
@@ -39,10 +38,9 @@ type talosAPI struct {
 func (n *Node) newTalosServer() (*grpc.Server, error) {
 	// Clients without a certificate are let through the handshake so
 	// that maintenance mode works; authorize refuses them afterwards.
-	cfg, err := serverTLS(n.Certs.TalosCert, n.Certs.TalosKey, n.Certs.TalosCA, tls.VerifyClientCertIfGiven)
-	if err != nil {
-		return nil, fmt.Errorf("talos API: %w", err)
-	}
+	// The certificate is read per handshake: it changes when a config
+	// is applied (see adopt).
+	cfg := dynamicTLS(n.talosTLS.Load)
 	api := &talosAPI{n: n}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cfg)),
@@ -66,8 +64,11 @@ func notImplemented(method string) error {
 // has left maintenance mode, as apid does.
 func (a *talosAPI) authorize(ctx context.Context) error {
 	a.n.mu.Lock()
-	configured := a.n.state.Configured
+	configured, down := a.n.state.Configured, a.n.down
 	a.n.mu.Unlock()
+	if time.Now().Before(down) {
+		return status.Errorf(codes.Unavailable, "rebooting (%s: nothing really reboots)", Marker)
+	}
 	if !configured {
 		return nil
 	}
@@ -123,11 +124,12 @@ func (a *talosAPI) Version(context.Context, *emptypb.Empty) (*machine.VersionRes
 	if !a.n.state.Configured {
 		mode = "maintenance"
 	}
+	version := a.n.talosVersion()
 	a.n.mu.Unlock()
 	return &machine.VersionResponse{Messages: []*machine.Version{{
 		Metadata: a.meta(),
 		Version: &machine.VersionInfo{
-			Tag:       VersionTag(a.n.talosVersion()),
+			Tag:       VersionTag(version),
 			Sha:       "homelab-standin",
 			Built:     "not a real Talos node: " + Marker,
 			GoVersion: runtime.Version(),
@@ -139,7 +141,11 @@ func (a *talosAPI) Version(context.Context, *emptypb.Empty) (*machine.VersionRes
 	}}}, nil
 }
 
-// ApplyConfiguration stores the config and leaves maintenance mode.
+// ApplyConfiguration loads the config with machinery's loader, stores it
+// and leaves maintenance mode. A node started without certificates of
+// its own switches to certificates issued from the config's CAs. A
+// config with another kubelet image tag is a Kubernetes upgrade of the
+// node (no reboot, as Talos restarts only the kubelet and static pods).
 func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfigurationRequest) (*machine.ApplyConfigurationResponse, error) {
 	if len(req.GetData()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "machine configuration is empty")
@@ -148,26 +154,128 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 		return nil, status.Errorf(codes.InvalidArgument, "machine configuration is larger than %d MiB", maxConfigSize>>20)
 	}
 	mode := req.GetMode()
+	switch mode {
+	case machine.ApplyConfigurationRequest_AUTO, machine.ApplyConfigurationRequest_NO_REBOOT, machine.ApplyConfigurationRequest_REBOOT:
+	default:
+		return nil, status.Errorf(codes.Unimplemented, "apply mode %s: not implemented by the %s (auto, no-reboot and reboot are)", mode, Marker)
+	}
+	ac, err := parseMachineConfig(req.GetData())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	if req.GetDryRun() {
 		return &machine.ApplyConfigurationResponse{Messages: []*machine.ApplyConfiguration{{
 			Metadata: a.meta(), Mode: mode,
 			ModeDetails: "Dry run: the " + Marker + " would store this configuration",
 		}}}, nil
 	}
-	a.n.mu.Lock()
-	defer a.n.mu.Unlock()
-	prev, prevCfg := a.n.state, a.n.config
-	a.n.config = bytes.Clone(req.GetData())
-	a.n.state.Configured = true
-	if err := a.n.saveState(); err != nil {
-		a.n.state, a.n.config = prev, prevCfg
+	n := a.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	prev, prevCfg, prevApplied, prevCerts := n.state, n.config, n.applied, n.Certs
+	prevKube := n.kubeVersion()
+	restore := func() {
+		n.state, n.config, n.applied, n.Certs = prev, prevCfg, prevApplied, prevCerts
+	}
+	if err := n.adopt(ac); err != nil {
+		restore()
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	n.config = bytes.Clone(req.GetData())
+	n.state.Configured = true
+	kube := n.kubeVersion()
+	upgraded := prev.Configured && kube != prevKube
+	if upgraded {
+		n.state.Unhealthy = n.FailUpgrades
+	}
+	if err := n.saveState(); err != nil {
+		restore()
 		return nil, status.Errorf(codes.Internal, "storing the machine configuration: %v", err)
+	}
+	if err := n.setTLS(); err != nil {
+		restore()
+		n.setTLS()
+		return nil, status.Errorf(codes.Internal, "switching certificates: %v", err)
+	}
+	switch {
+	case !prev.Configured:
+		n.event(EventConfigured, "kubernetes "+kube)
+	case upgraded:
+		n.event(EventKubernetes, kube)
+	}
+	details := "stored, nothing rebooted"
+	if mode == machine.ApplyConfigurationRequest_REBOOT {
+		n.down = time.Now().Add(n.RebootDelay)
+		details = "stored, rebooting"
 	}
 	return &machine.ApplyConfigurationResponse{Messages: []*machine.ApplyConfiguration{{
 		Metadata:    a.meta(),
 		Mode:        mode,
-		ModeDetails: fmt.Sprintf("Applied configuration with a %s mode (%s: stored, nothing rebooted)", mode, Marker),
+		ModeDetails: fmt.Sprintf("Applied configuration with a %s mode (%s: %s)", mode, Marker, details),
 	}}}, nil
+}
+
+// Upgrade records the installer image, "reboots" for RebootDelay and
+// comes back at the image's tag, keeping its data (etcd, config), as a
+// Talos upgrade with preserve does.
+func (a *talosAPI) Upgrade(_ context.Context, req *machine.UpgradeRequest) (*machine.UpgradeResponse, error) {
+	image := req.GetImage()
+	tag := imageTag(image)
+	if !strings.HasPrefix(tag, "v") || strings.Count(tag, ".") != 2 {
+		return nil, status.Errorf(codes.InvalidArgument, "installer image %q has no version tag such as :v1.13.9", image)
+	}
+	n := a.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.state.Configured {
+		return nil, status.Error(codes.FailedPrecondition, "the node has no machine configuration: nothing to upgrade")
+	}
+	prev := n.state
+	n.state.TalosVersion, n.state.Image, n.state.Unhealthy = tag, image, n.FailUpgrades
+	if err := n.saveState(); err != nil {
+		n.state = prev
+		return nil, status.Errorf(codes.Internal, "storing the upgrade: %v", err)
+	}
+	n.event(EventUpgraded, image)
+	n.down = time.Now().Add(n.RebootDelay)
+	return &machine.UpgradeResponse{Messages: []*machine.Upgrade{{
+		Metadata: a.meta(),
+		Ack:      "Upgrade request received (" + Marker + ": recorded, nothing installed)",
+		ActorId:  "homelab-standin-upgrade",
+	}}}, nil
+}
+
+// Containers lists what a Talos node runs in containerd: the kubelet
+// (namespace system) and, on control planes, the static pods (k8s.io),
+// with the images of the applied config, so that their versions show.
+func (a *talosAPI) Containers(_ context.Context, req *machine.ContainersRequest) (*machine.ContainersResponse, error) {
+	n := a.n
+	n.mu.Lock()
+	ac, configured := n.applied, n.state.Configured
+	n.mu.Unlock()
+	list := &machine.ContainersResponse{Messages: []*machine.Container{{Metadata: a.meta()}}}
+	if !configured || ac == nil {
+		return list, nil
+	}
+	add := func(ns, id, image, pod string) {
+		if image == "" {
+			return
+		}
+		list.Messages[0].Containers = append(list.Messages[0].Containers, &machine.ContainerInfo{
+			Namespace: ns, Id: id, Name: id, Image: image, PodId: pod, Status: "CONTAINER_RUNNING", Pid: 0,
+		})
+	}
+	switch req.GetNamespace() {
+	case "system":
+		add("system", "kubelet", ac.kubeletImage, "")
+	case "k8s.io":
+		add("k8s.io", "kube-apiserver", ac.apiServerImage, "kube-system/kube-apiserver-"+n.Name)
+		add("k8s.io", "kube-controller-manager", ac.controllerManagerImage, "kube-system/kube-controller-manager-"+n.Name)
+		add("k8s.io", "kube-scheduler", ac.schedulerImage, "kube-system/kube-scheduler-"+n.Name)
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "namespace %q: the %s lists system and k8s.io", req.GetNamespace(), Marker)
+	}
+	return list, nil
 }
 
 // Bootstrap succeeds once per control plane, after a configuration.
@@ -188,7 +296,7 @@ func (a *talosAPI) Bootstrap(context.Context, *machine.BootstrapRequest) (*machi
 		a.n.state.Bootstrapped = false
 		return nil, status.Errorf(codes.Internal, "storing the bootstrap: %v", err)
 	}
-	a.n.log().Info(Marker + " bootstrapped (no etcd runs here)")
+	a.n.event(EventBootstrapped, "no etcd runs here")
 	return &machine.BootstrapResponse{Messages: []*machine.Bootstrap{{Metadata: a.meta()}}}, nil
 }
 
@@ -207,13 +315,17 @@ func (a *talosAPI) ServiceList(context.Context, *emptypb.Empty) (*machine.Servic
 	now := timestamppb.Now()
 	list := &machine.ServiceList{Metadata: a.meta()}
 	for _, id := range ids {
+		health := &machine.ServiceHealth{Healthy: true, LastMessage: Marker, LastChange: now}
+		if id == "kubelet" && st.Unhealthy {
+			health = &machine.ServiceHealth{Healthy: false, LastMessage: "failing since the last upgrade (" + Marker + " told to fail upgrades)", LastChange: now}
+		}
 		list.Services = append(list.Services, &machine.ServiceInfo{
 			Id:    id,
 			State: "Running",
 			Events: &machine.ServiceEvents{Events: []*machine.ServiceEvent{{
 				Msg: "simulated by the " + Marker, State: "Running", Ts: now,
 			}}},
-			Health: &machine.ServiceHealth{Healthy: true, LastMessage: Marker, LastChange: now},
+			Health: health,
 		})
 	}
 	return &machine.ServiceListResponse{Messages: []*machine.ServiceList{list}}, nil
@@ -247,14 +359,14 @@ func (a *talosAPI) EtcdMemberList(context.Context, *machine.EtcdMemberListReques
 // does: an admin client certificate signed by the Kubernetes CA.
 func (a *talosAPI) Kubeconfig(_ *emptypb.Empty, stream grpc.ServerStreamingServer[common.Data]) error {
 	a.n.mu.Lock()
-	configured := a.n.state.Configured
+	configured, haveKey := a.n.state.Configured, len(a.n.Certs.KubeCAKey) > 0
 	a.n.mu.Unlock()
 	switch {
 	case a.n.role() != RoleControlPlane:
 		return status.Error(codes.FailedPrecondition, "kubeconfig is only available on control plane nodes")
 	case !configured:
 		return status.Error(codes.FailedPrecondition, "the node has no machine configuration yet")
-	case len(a.n.Certs.KubeCAKey) == 0:
+	case !haveKey:
 		return status.Errorf(codes.FailedPrecondition, "this %s was started without the Kubernetes CA key, so it cannot issue a kubeconfig", Marker)
 	}
 	kc, err := a.n.kubeconfig()
@@ -296,11 +408,17 @@ current-context: admin@{{.Cluster}}
 `))
 
 func (n *Node) kubeconfig() ([]byte, error) {
-	cert, key, err := IssueClientCert(n.Certs.KubeCA, n.Certs.KubeCAKey, "admin", "system:masters")
+	n.mu.Lock()
+	ca, caKey := n.Certs.KubeCA, n.Certs.KubeCAKey
+	cluster := n.ClusterName
+	if cluster == "" && n.applied != nil {
+		cluster = n.applied.clusterName
+	}
+	n.mu.Unlock()
+	cert, key, err := IssueClientCert(ca, caKey, "admin", "system:masters")
 	if err != nil {
 		return nil, err
 	}
-	cluster := n.ClusterName
 	if cluster == "" {
 		cluster = "homelab"
 	}
@@ -316,7 +434,7 @@ func (n *Node) kubeconfig() ([]byte, error) {
 	var b bytes.Buffer
 	err = kubeconfigTmpl.Execute(&b, map[string]string{
 		"Marker": Marker, "Node": n.Name, "Cluster": cluster, "Server": server,
-		"CA": b64(n.Certs.KubeCA), "Cert": b64(cert), "Key": b64(key),
+		"CA": b64(ca), "Cert": b64(cert), "Key": b64(key),
 	})
 	return b.Bytes(), err
 }

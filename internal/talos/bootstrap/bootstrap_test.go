@@ -18,7 +18,10 @@ import (
 	"time"
 
 	"github.com/siderolabs/talos/pkg/machinery/config"
+	"github.com/siderolabs/talos/pkg/machinery/config/encoder"
+	"github.com/siderolabs/talos/pkg/machinery/config/generate"
 	talossecrets "github.com/siderolabs/talos/pkg/machinery/config/generate/secrets"
+	mtype "github.com/siderolabs/talos/pkg/machinery/config/machine"
 	"github.com/siderolabs/talos/pkg/machinery/role"
 
 	"github.com/homelab-dev/homelab/internal/secrets"
@@ -65,6 +68,36 @@ func makePKI() (*labPKI, error) {
 	}
 	return &labPKI{b: b, crt: admin.Crt, key: admin.Key}, nil
 }
+
+// machineConfig renders a node's machine config with machinery's
+// generator from the bundle (Kubernetes version k8s, no leading v). Its
+// certSANs hold the VPN address the tests dial.
+func machineConfig(t *testing.T, b *talossecrets.Bundle, cp bool, k8s string) []byte {
+	t.Helper()
+	in, err := generate.NewInput("lab", "https://127.0.0.1:6443", k8s,
+		generate.WithSecretsBundle(b),
+		generate.WithAdditionalSubjectAltNames([]string{vpnAddr.String()}),
+		generate.WithInstallImage("factory.talos.dev/installer/"+testSchematic+":v1.13.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := mtype.TypeWorker
+	if cp {
+		typ = mtype.TypeControlPlane
+	}
+	p, err := in.Config(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := p.EncodeBytes(encoder.WithComments(encoder.CommentsDisabled))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// testSchematic is an Image Factory schematic ID for the tests.
+const testSchematic = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
 
 // certs issues a stand-in's certificates from the lab's CAs, valid for
 // loopback and the VPN address the test dials.
@@ -242,7 +275,7 @@ func newLab(t *testing.T) *lab {
 		nodes = append(nodes, Node{
 			Name: s.name, ControlPlane: cp,
 			Addr:   netip.AddrPortFrom(vpnAddr, talosPort).String(),
-			Config: []byte("# machine config of " + s.name + "\nversion: v1alpha1\n"),
+			Config: machineConfig(t, pki.b, cp, "1.36.3"),
 		})
 	}
 	dir := t.TempDir()

@@ -1,0 +1,263 @@
+package standin
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+	talosclient "github.com/siderolabs/talos/pkg/machinery/client"
+	"github.com/siderolabs/talos/pkg/machinery/config"
+	"github.com/siderolabs/talos/pkg/machinery/config/encoder"
+	"github.com/siderolabs/talos/pkg/machinery/config/generate"
+	talossecrets "github.com/siderolabs/talos/pkg/machinery/config/generate/secrets"
+	mtype "github.com/siderolabs/talos/pkg/machinery/config/machine"
+	"github.com/siderolabs/talos/pkg/machinery/role"
+)
+
+var (
+	bundleOnce   sync.Once
+	bundleShared *talossecrets.Bundle
+	bundleErr    error
+)
+
+// labBundle is a real Talos secrets bundle, made once per test binary.
+func labBundle(t *testing.T) *talossecrets.Bundle {
+	t.Helper()
+	bundleOnce.Do(func() {
+		bundleShared, bundleErr = talossecrets.NewBundle(talossecrets.NewClock(), config.TalosVersionCurrent)
+	})
+	if bundleErr != nil {
+		t.Fatal(bundleErr)
+	}
+	return bundleShared
+}
+
+// labConfig renders a machine config with machinery's generator from the
+// bundle, for Kubernetes version k8s (no leading v).
+func labConfig(t *testing.T, b *talossecrets.Bundle, cp bool, k8s string) []byte {
+	t.Helper()
+	in, err := generate.NewInput("lab", "https://127.0.0.1:6443", k8s,
+		generate.WithSecretsBundle(b),
+		generate.WithAdditionalSubjectAltNames([]string{"10.99.0.1"}),
+		generate.WithInstallImage("factory.talos.dev/installer/abc123:v1.13.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := mtype.TypeWorker
+	if cp {
+		typ = mtype.TypeControlPlane
+	}
+	p, err := in.Config(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := p.EncodeBytes(encoder.WithComments(encoder.CommentsDisabled))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// labClients are the lab's own clients: the talosconfig's (OS CA, admin
+// certificate) and nothing else.
+func labClients(t *testing.T, b *talossecrets.Bundle) *pki {
+	t.Helper()
+	admin, err := talossecrets.NewAdminCertificateAndKey(time.Now(), b.Certs.OS, role.MakeSet(role.Admin), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tls.X509KeyPair(admin.Crt, admin.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{talosClient: kp, talosPool: x509.NewCertPool(), kubePool: x509.NewCertPool()}
+	p.talosPool.AppendCertsFromPEM(b.Certs.OS.Crt)
+	p.kubePool.AppendCertsFromPEM(b.Certs.K8s.Crt)
+	return p
+}
+
+// labTalos is a client as the lab's talosconfig makes one.
+func labTalos(t *testing.T, n *Node, p *pki) machine.MachineServiceClient {
+	t.Helper()
+	c, err := talosclient.New(ctxT(t),
+		talosclient.WithEndpoints(addr(t, n, ServiceTalos)),
+		talosclient.WithTLSConfig(&tls.Config{RootCAs: p.talosPool, Certificates: []tls.Certificate{p.talosClient}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.MachineClient
+}
+
+// verifiedVersion calls Version verifying the node against the lab's
+// Talos CA with the talosconfig's certificate, as talosctl does.
+func verifiedVersion(t *testing.T, n *Node, p *pki) error {
+	t.Helper()
+	c, err := talosclient.New(ctxT(t),
+		talosclient.WithEndpoints(addr(t, n, ServiceTalos)),
+		talosclient.WithTLSConfig(&tls.Config{RootCAs: p.talosPool, Certificates: []tls.Certificate{p.talosClient}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Version(ctxT(t))
+	return err
+}
+
+// A stand-in started without certificates serves an ephemeral one in
+// maintenance mode and, once configured, certificates issued from the
+// applied config's machine.ca and cluster.ca: the lab's talosconfig and
+// kubeconfig verify it then, and it keeps them across a restart.
+func TestConfiguredPresentsLabCerts(t *testing.T) {
+	b := labBundle(t)
+	p := labClients(t, b)
+	stateDir := t.TempDir()
+	n := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true, StateDir: stateDir}
+	start(t, n)
+
+	// Maintenance: the lab's CA does not verify the ephemeral cert;
+	// talosctl --insecure talks to it.
+	err := verifiedVersion(t, n, p)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("Version verified against the lab's CA in maintenance mode = %v, want a certificate error", err)
+	}
+	insecure := dialInsecure(t, n)
+	if _, err := insecure.Version(ctxT(t), &emptypb.Empty{}); err != nil {
+		t.Fatalf("insecure Version in maintenance mode: %v", err)
+	}
+	cfg := labConfig(t, b, true, "1.36.3")
+	if _, err := insecure.ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_AUTO}); err != nil {
+		t.Fatalf("ApplyConfiguration: %v", err)
+	}
+
+	// Configured: the same listener now presents machine.ca's cert.
+	if err := verifiedVersion(t, n, p); err != nil {
+		t.Fatalf("Version with the lab's talosconfig after apply: %v", err)
+	}
+	if _, err := dialInsecure(t, n).ServiceList(ctxT(t), &emptypb.Empty{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ServiceList without a certificate after apply = %v, want Unauthenticated", err)
+	}
+	if _, err := labTalos(t, n, p).Bootstrap(ctxT(t), &machine.BootstrapRequest{}); err != nil {
+		t.Fatalf("Bootstrap: %v", err)
+	}
+
+	// The kubeconfig it hands out is signed by cluster.ca, and the
+	// Kubernetes API serves a cluster.ca cert checked against it.
+	hc := kubeClientFromNode(t, n, p)
+	resp, err := hc.Get("https://" + addr(t, n, ServiceKube) + "/version")
+	if err != nil {
+		t.Fatalf("GET /version with the issued kubeconfig: %v", err)
+	}
+	var v kubeVersion
+	json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || v.GitVersion != "v1.36.3" {
+		t.Errorf("GET /version = %s %+v, want 200 v1.36.3 (the config's kube-apiserver tag)", resp.Status, v)
+	}
+
+	// After a restart the stored config's certificates serve at once.
+	n2 := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true, StateDir: stateDir}
+	start(t, n2)
+	if err := verifiedVersion(t, n2, p); err != nil {
+		t.Errorf("Version with the lab's talosconfig after a restart: %v", err)
+	}
+}
+
+// kubeClientFromNode fetches the node's kubeconfig and builds an HTTP
+// client from it, verifying the server against the lab's cluster CA.
+func kubeClientFromNode(t *testing.T, n *Node, p *pki) *http.Client {
+	t.Helper()
+	c, err := talosclient.New(ctxT(t),
+		talosclient.WithEndpoints(addr(t, n, ServiceTalos)),
+		talosclient.WithTLSConfig(&tls.Config{RootCAs: p.talosPool, Certificates: []tls.Certificate{p.talosClient}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	kc, err := c.Kubeconfig(ctxT(t))
+	if err != nil {
+		t.Fatalf("Kubeconfig: %v", err)
+	}
+	field := func(key string) []byte {
+		for line := range strings.Lines(string(kc)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+": "); ok {
+				d, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					t.Fatalf("kubeconfig %s: %v", key, err)
+				}
+				return d
+			}
+		}
+		t.Fatalf("kubeconfig has no %s", key)
+		return nil
+	}
+	kp, err := tls.X509KeyPair(field("client-certificate-data"), field("client-key-data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(kp.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.kubePool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the kubeconfig's client certificate is not signed by the lab's cluster CA: %v", err)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: p.kubePool, Certificates: []tls.Certificate{kp},
+	}}}
+}
+
+func TestApplyRejectsBadConfigs(t *testing.T) {
+	b := labBundle(t)
+	worker := labConfig(t, b, false, "1.36.3")
+	tests := []struct {
+		name string
+		role Role
+		data []byte
+		want string
+	}{
+		{"not a config", RoleWorker, []byte("version: v1alpha1\n"), "does not load"},
+		{"unknown field", RoleWorker, append([]byte("extraField: 1\n"), worker...), "does not load"},
+		{"worker config on a control plane", RoleControlPlane, worker, "machine.ca certificate and key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{Name: "n", Role: tt.role, Maintenance: true}
+			start(t, n)
+			_, err := dialInsecure(t, n).ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: tt.data})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ApplyConfiguration = %v, want InvalidArgument with %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "BEGIN") {
+				t.Errorf("error quotes key material: %v", err)
+			}
+			// Still in maintenance mode.
+			v, err := dialInsecure(t, n).Version(ctxT(t), &emptypb.Empty{})
+			if err != nil || v.GetMessages()[0].GetPlatform().GetMode() != "maintenance" {
+				t.Errorf("after a refused config: Version = %v, %v; want maintenance mode", v, err)
+			}
+		})
+	}
+}
+
+// dialInsecure is talosctl --insecure: no client certificate, the
+// server's certificate not verified.
+func dialInsecure(t *testing.T, n *Node) machine.MachineServiceClient {
+	t.Helper()
+	c, err := talosclient.New(ctxT(t),
+		talosclient.WithEndpoints(addr(t, n, ServiceTalos)),
+		talosclient.WithTLSConfig(&tls.Config{InsecureSkipVerify: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.MachineClient
+}
