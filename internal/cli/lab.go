@@ -19,6 +19,7 @@ import (
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
+	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 // labContext is a loaded lab: its spec, where it lives, its secrets and
@@ -66,8 +67,9 @@ func loadLab(cmd *cobra.Command) (*labContext, error) {
 // stateDir is the lab's state folder, beside the spec.
 func (lc *labContext) stateDir() string { return filepath.Join(lc.Dir, ".homelab") }
 
-// prepare opens the encrypted state folder (creating secrets on first use)
-// and renders every artifact in memory.
+// prepare opens the encrypted state folder (creating secrets and homelab's
+// own VPN peer on first use) and renders every artifact in memory, the VPN
+// server's config with the peers kept in the state folder.
 func (lc *labContext) prepare(cmd *cobra.Command) error {
 	store, err := secrets.Open(lc.stateDir())
 	if err != nil {
@@ -80,9 +82,27 @@ func (lc *labContext) prepare(cmd *cobra.Command) error {
 	if created {
 		fmt.Fprintf(cmd.ErrOrStderr(), "secrets: stored encrypted in %s (identity %s)\n", store.Dir(), store.IdentityFile())
 	}
+	// homelab's own VPN peer exists before the server's config is
+	// rendered, so the apply that builds the VPN also tells it the peer.
+	info, err := vpnLabInfo(lc.Lab, b)
+	if err != nil {
+		return err
+	}
+	if _, created, err := ensureOperatorPeer(store, info); err != nil {
+		return err
+	} else if created {
+		fmt.Fprintf(cmd.ErrOrStderr(), "vpn: created homelab's own peer %s (it reaches the admin network through the VPN)\n", OperatorPeer)
+	}
 	arts, err := render.Render(lc.Lab, b)
 	if err != nil {
 		return fmt.Errorf("rendering the lab's artifacts: %w", err)
+	}
+	extra, err := vpn.ExtraPeers(store)
+	if err != nil {
+		return err
+	}
+	if arts, err = withExtraPeers(arts, extra); err != nil {
+		return err
 	}
 	lc.Store, lc.Bundle, lc.Arts = store, b, arts
 	return nil

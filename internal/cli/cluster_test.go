@@ -1,0 +1,229 @@
+package cli
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/homelab-dev/homelab/internal/render"
+	"github.com/homelab-dev/homelab/internal/secrets"
+	"github.com/homelab-dev/homelab/internal/spec"
+	"github.com/homelab-dev/homelab/internal/tunnel"
+	"github.com/homelab-dev/homelab/internal/vpn"
+)
+
+// openTestLab loads render's test lab from a fresh folder with its
+// secrets, as prepare does.
+func openTestLab(t *testing.T) (*spec.Lab, *secrets.Store, *secrets.Bundle) {
+	t.Helper()
+	dir := labDir(t)
+	lab, _, err := spec.Load(filepath.Join(dir, "lab.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := secrets.Open(filepath.Join(dir, secrets.StateDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := store.LoadOrCreate(lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab, store, b
+}
+
+func TestParsePhase(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want phase
+		ok   bool
+	}{
+		{"infra", phaseInfra, true},
+		{"cluster", phaseCluster, true},
+		{"gitops", phaseGitops, true},
+		{"", 0, false},
+		{"Cluster", 0, false},
+		{"flux", 0, false},
+	} {
+		got, err := parsePhase(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parsePhase(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "is not a phase") {
+			t.Errorf("parsePhase(%q) error = %q, want it to say it is not a phase", tc.in, err)
+		}
+	}
+}
+
+func TestApplyFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"apply", "--until", "flux"}, `--until "flux" is not a phase`},
+		{[]string{"apply", "--via", "ssh"}, `--via "ssh" is not a way`},
+		{[]string{"apply", "--node-timeout", "-1s"}, "must not be negative"},
+	} {
+		code, _, stderr := runCLI(t, append(tc.args, "-f", filepath.Join(t.TempDir(), "lab.yaml"))...)
+		if code == 0 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "hint: ") {
+			t.Errorf("homelab %s = %d %q, want an error containing %q with a hint", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+	}
+}
+
+func TestOperatorPeerCreatedOnce(t *testing.T) {
+	lab, store, b := openTestLab(t)
+	info, err := vpnLabInfo(lab, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, created, err := ensureOperatorPeer(store, info)
+	if err != nil || !created {
+		t.Fatalf("ensureOperatorPeer (first) = created %v, %v; want a new peer", created, err)
+	}
+	if p1.Name != OperatorPeer || !info.Tunnel.Contains(p1.Address) || p1.Address == info.Server {
+		t.Errorf("operator peer = %s %s, want %s with a free address in %s", p1.Name, p1.Address, OperatorPeer, info.Tunnel)
+	}
+	p2, created, err := ensureOperatorPeer(store, info)
+	if err != nil || created {
+		t.Fatalf("ensureOperatorPeer (second) = created %v, %v; want the stored peer", created, err)
+	}
+	if p2.PublicKey != p1.PublicKey || p2.Address != p1.Address {
+		t.Errorf("second call gave another peer (%s) than the first (%s)", p2.Address, p1.Address)
+	}
+
+	// A spec peer of the same name is refused, not shadowed.
+	info.SpecPeers = map[string]netip.Addr{OperatorPeer: netip.MustParseAddr("10.99.0.50")}
+	_, fresh, _ := openTestLab(t)
+	_, _, err = ensureOperatorPeer(fresh, info)
+	var h hinter
+	if err == nil || !strings.Contains(err.Error(), "declares a peer named "+OperatorPeer) || !asHinter(err, &h) {
+		t.Errorf("ensureOperatorPeer with a spec peer of the same name = %v, want an error with a hint", err)
+	}
+}
+
+func asHinter(err error, h *hinter) bool {
+	e, ok := err.(hinter)
+	if ok {
+		*h = e
+	}
+	return ok
+}
+
+func TestWithExtraPeers(t *testing.T) {
+	lab, store, b := openTestLab(t)
+	arts, err := render.Render(lab, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := withExtraPeers(arts, nil)
+	if err != nil || len(same) != len(arts) {
+		t.Fatalf("withExtraPeers(no peers) = %d artifacts, %v", len(same), err)
+	}
+
+	info, err := vpnLabInfo(lab, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _, err := ensureOperatorPeer(store, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := vpn.ExtraPeers(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := withExtraPeers(arts, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after []byte
+	for i := range arts {
+		if arts[i].Path == serverConfPath {
+			before, after = arts[i].Data, got[i].Data
+			if !got[i].Secret {
+				t.Error("server.conf lost its Secret mark")
+			}
+		}
+	}
+	cfgBefore, err := vpn.Parse(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := vpn.Parse(after)
+	if err != nil {
+		t.Fatalf("server.conf with the stored peers does not parse: %v", err)
+	}
+	if len(cfg.Peers) != len(cfgBefore.Peers)+1 {
+		t.Fatalf("server.conf has %d peers, want %d (the spec's and %s)", len(cfg.Peers), len(cfgBefore.Peers)+1, OperatorPeer)
+	}
+	last := cfg.Peers[len(cfg.Peers)-1]
+	want := netip.PrefixFrom(op.Address, 32)
+	if last.PublicKey != op.PublicKey || len(last.AllowedIPs) != 1 || last.AllowedIPs[0] != want {
+		t.Errorf("added peer = %v %v, want %v %v", last.PublicKey, last.AllowedIPs, op.PublicKey, want)
+	}
+	if strings.Contains(string(after), op.PrivateKey.Base64()) {
+		t.Error("the operator peer's private key went into the server's config")
+	}
+	if string(before) == string(after) {
+		t.Error("withExtraPeers changed the caller's artifact slice in place or did nothing")
+	}
+
+	if _, err := withExtraPeers([]render.Artifact{{Path: "lb/lb.yaml"}}, extra); err == nil {
+		t.Error("withExtraPeers without a server.conf succeeded")
+	}
+}
+
+func TestTunnelConfigUsesOperatorPeer(t *testing.T) {
+	lab, store, b := openTestLab(t)
+	if _, _, err := tunnelConfig(lab, store, ""); err == nil || !strings.Contains(err.Error(), "no vpn peer "+OperatorPeer) {
+		t.Errorf("tunnelConfig before the operator peer exists = %v, want an error naming it", err)
+	}
+	info, err := vpnLabInfo(lab, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _, err := ensureOperatorPeer(store, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, what, err := tunnelConfig(lab, store, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if what != "peer "+OperatorPeer || cfg.Interface.PrivateKey != op.PrivateKey || len(cfg.Peers) != 1 {
+		t.Fatalf("tunnelConfig = %q with %d peers, want the operator peer's config", what, len(cfg.Peers))
+	}
+	admin, _ := lab.NetworkByRole(spec.RoleAdmin)
+	if p := cfg.Peers[0]; p.Endpoint != lab.VPN.Endpoint || len(p.AllowedIPs) != 1 || p.AllowedIPs[0] != admin.CIDR.Masked() {
+		t.Errorf("server peer = endpoint %q allowed %v, want %q and only the admin network %s", p.Endpoint, p.AllowedIPs, lab.VPN.Endpoint, admin.CIDR)
+	}
+}
+
+func TestReachAdminModes(t *testing.T) {
+	lab, store, _ := openTestLab(t)
+	ctx := context.Background()
+	d, how, err := reachAdmin(ctx, lab, store, tunnel.ModeDirect, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.(tunnel.Direct); !ok || !strings.Contains(how, "directly") {
+		t.Errorf("reachAdmin(direct) = %T %q, want tunnel.Direct", d, how)
+	}
+	d.Close()
+
+	// Forced tunnel without the operator peer: a clear error and a hint.
+	_, _, err = reachAdmin(ctx, lab, store, tunnel.ModeTunnel, "")
+	var h hinter
+	if err == nil || !strings.Contains(err.Error(), OperatorPeer) || !asHinter(err, &h) {
+		t.Errorf("reachAdmin(tunnel) without a peer = %v, want an error naming %s with a hint", err, OperatorPeer)
+	}
+
+	// A missing --wg-config file is named.
+	_, _, err = reachAdmin(ctx, lab, store, tunnel.ModeTunnel, filepath.Join(t.TempDir(), "nope.conf"))
+	if err == nil || !strings.Contains(err.Error(), "nope.conf") {
+		t.Errorf("reachAdmin with a missing --wg-config = %v, want an error naming the file", err)
+	}
+}
