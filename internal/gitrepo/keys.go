@@ -1,0 +1,123 @@
+package gitrepo
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// StateFilePushKey keeps the operator's push key in the state folder.
+const StateFilePushKey = "gitrepo-push-key"
+
+// PushKey is the key homelab pushes the lab's repository with: the one
+// key that may write (Flux's deploy key may only fetch).
+type PushKey struct {
+	// Key is the private key (OpenSSH PEM): a secret.
+	Key []byte `json:"key"`
+	// Public is its authorized_keys line.
+	Public string `json:"public"`
+}
+
+// LoadOrCreatePushKey reads the push key from the state folder, creating
+// it on first use. changed says whether it was created.
+func LoadOrCreatePushKey(st Store) (*PushKey, bool, error) {
+	data, err := st.GetFile(StateFilePushKey)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, false, fmt.Errorf("reading the git push key: %w", err)
+	default:
+		var k PushKey
+		if err := json.Unmarshal(data, &k); err != nil || len(k.Key) == 0 || k.Public == "" {
+			return nil, false, fmt.Errorf("reading the git push key: %s is not what homelab wrote", StateFilePushKey)
+		}
+		return &k, false, nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, false, fmt.Errorf("creating the git push key: %w", err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "homelab push key")
+	if err != nil {
+		return nil, false, fmt.Errorf("creating the git push key: %w", err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, false, fmt.Errorf("creating the git push key: %w", err)
+	}
+	k := &PushKey{Key: pem.EncodeToMemory(block), Public: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " homelab push key"}
+	data, err = json.Marshal(k)
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding the git push key: %w", err)
+	}
+	if err := st.PutFile(StateFilePushKey, data); err != nil {
+		return nil, false, fmt.Errorf("storing the git push key: %w", err)
+	}
+	return k, true, nil
+}
+
+// TargetFromURL makes a Target from an ssh:// repository URL
+// (ssh://git@10.10.1.5/srv/git/lab.git, as gitops.Repository gives it).
+func TargetFromURL(repoURL string, dial func(ctx context.Context, network, addr string) (net.Conn, error), hostPublic string, pushKey []byte) (Target, error) {
+	u, err := url.Parse(repoURL)
+	if err != nil || u.Scheme != "ssh" || u.Hostname() == "" || u.Path == "" {
+		return Target{}, fmt.Errorf("repository %q is not an ssh:// URL with a path", repoURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "22"
+	}
+	user := u.User.Username()
+	if user == "" {
+		user = "git"
+	}
+	return Target{Dial: dial, Addr: net.JoinHostPort(u.Hostname(), port), User: user, Path: u.Path,
+		HostKey: hostPublic, PushKey: pushKey}, nil
+}
+
+// AuthorizedKeys is the git user's authorized_keys on the manager: the
+// push key runs git-shell (fetch and push), Flux's deploy key is forced
+// to git-upload-pack of the lab's repository (fetch only). Both are
+// restricted (no pty, no forwarding). The local provider's gitserver
+// reads the same file with the same meaning.
+func AuthorizedKeys(repoPath, pushPublic, deployPublic string) (string, error) {
+	for _, k := range []string{pushPublic, deployPublic} {
+		if _, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || len(rest) != 0 || strings.ContainsAny(k, "\n\r") {
+			return "", fmt.Errorf("writing the git authorized_keys: %q is not one public key line", k)
+		}
+	}
+	if !validRepoPath(repoPath) {
+		return "", fmt.Errorf("writing the git authorized_keys: repository path %q is not an absolute path to a .git folder", repoPath)
+	}
+	return "restrict " + strings.TrimSpace(pushPublic) + "\n" +
+		`restrict,command="git-upload-pack '` + repoPath + `'" ` + strings.TrimSpace(deployPublic) + "\n", nil
+}
+
+// validRepoPath accepts absolute, clean paths of a .git folder made of
+// plain characters (they go into shell-quoted commands).
+func validRepoPath(p string) bool {
+	if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, ".git") || len(p) < 6 {
+		return false
+	}
+	for _, el := range strings.Split(p[1:], "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-", r)) {
+			return false
+		}
+	}
+	return true
+}
