@@ -261,3 +261,62 @@ func dialInsecure(t *testing.T, n *Node) machine.MachineServiceClient {
 	t.Cleanup(func() { c.Close() })
 	return c.MachineClient
 }
+
+// A worker's config holds machine.ca without its key: the worker gets
+// its Talos API certificate from the control plane's trustd, with
+// machine.token, as on Talos; until then the lab's CA does not verify it.
+func TestWorkerCertifiedByTrustd(t *testing.T) {
+	b := labBundle(t)
+	p := labClients(t, b)
+	cp := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true}
+	start(t, cp)
+	w := &Node{Name: "w-1", Role: RoleWorker, Maintenance: true, StateDir: t.TempDir(),
+		TrustdEndpoints: []string{addr(t, cp, ServiceTrustd)}}
+	start(t, w)
+
+	if _, err := dialInsecure(t, w).ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: labConfig(t, b, false, "1.36.3")}); err != nil {
+		t.Fatalf("ApplyConfiguration on the worker: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := verifiedVersion(t, w, p); err == nil {
+		t.Fatal("the worker is verified by the lab's CA before any trustd could sign its certificate")
+	}
+	if _, err := dialInsecure(t, cp).ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: labConfig(t, b, true, "1.36.3")}); err != nil {
+		t.Fatalf("ApplyConfiguration on the control plane: %v", err)
+	}
+	waitVerified(t, w, p)
+	var kinds []string
+	for _, e := range w.Events() {
+		kinds = append(kinds, e.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "configured,certified" {
+		t.Errorf("worker events = %s, want configured,certified", got)
+	}
+
+	// Wrong token: refused.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b.Certs.OS.Crt)
+	if _, err := askTrustd(addr(t, cp, ServiceTrustd), pool, "wrong.token", []byte("x")); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("trustd with a wrong token = %v, want PermissionDenied", err)
+	}
+
+	// After a restart the worker asks again.
+	w2 := &Node{Name: "w-1", Role: RoleWorker, StateDir: w.StateDir, TrustdEndpoints: w.TrustdEndpoints}
+	start(t, w2)
+	waitVerified(t, w2, p)
+}
+
+func waitVerified(t *testing.T, n *Node, p *pki) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := verifiedVersion(t, n, p)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not verified by the lab's talosconfig within 5s: %v", n.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

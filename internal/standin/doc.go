@@ -6,6 +6,16 @@
 // required) and, on workers, the ingress ports answering HTTP behind the
 // load balancer's PROXY protocol.
 //
+// Like Talos, a stand-in started without certificates serves an ephemeral
+// self-signed one in maintenance mode (clients connect as talosctl
+// --insecure does) and, once a machine config is applied, certificates of
+// the lab: its Talos API certificate issued from machine.ca (control
+// planes) or signed by a control plane's trustd with machine.token
+// (workers, whose config lacks machine.ca's key), and on control planes
+// its Kubernetes API certificate and the admin kubeconfig from
+// cluster.ca. Clients are then verified against those CAs. Certificates
+// given at start (Certs) are kept instead.
+//
 // It is not Talos and not Kubernetes: every response, version string and
 // log line says it is a stand-in.
 //

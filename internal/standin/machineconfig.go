@@ -28,6 +28,10 @@ type appliedConfig struct {
 	controllerManagerImage, schedulerImage string
 	// machine.install.image: the installer the node was configured with.
 	installImage string
+	// machine.token authenticates a node to trustd; endpointHost is the
+	// host of cluster.controlPlane.endpoint, where a worker asks trustd
+	// for its certificate.
+	machineToken, endpointHost string
 }
 
 // parseMachineConfig loads a machine config with machinery's loader
@@ -48,6 +52,7 @@ func parseMachineConfig(data []byte) (*appliedConfig, error) {
 		ac.machineCA, ac.machineCAKey = ca.Crt, ca.Key
 	}
 	ac.talosSANs = m.Security().CertSANs()
+	ac.machineToken = m.Security().Token()
 	ac.kubeletImage = m.Kubelet().Image()
 	ac.installImage = m.Install().Image()
 	if raw.ClusterConfig != nil {
@@ -57,6 +62,9 @@ func parseMachineConfig(data []byte) (*appliedConfig, error) {
 			ac.clusterCA, ac.clusterCAKey = ca.Crt, ca.Key
 		}
 		ac.kubeSANs = c.CertSANs()
+		if raw.ClusterConfig.ControlPlane != nil && c.Endpoint() != nil {
+			ac.endpointHost = c.Endpoint().Hostname()
+		}
 		if p.Machine().Type().IsControlPlane() {
 			ac.apiServerImage = c.APIServer().Image()
 			ac.controllerManagerImage = c.ControllerManager().Image()

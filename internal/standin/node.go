@@ -97,6 +97,12 @@ type Node struct {
 	// RebootDelay is how long the node answers Unavailable after an
 	// Upgrade (or an apply in reboot mode), as a rebooting node does.
 	RebootDelay time.Duration
+	// TrustdPort is a control plane's trustd port (default
+	// DefaultTrustdPort; free with EphemeralPorts). TrustdEndpoints are
+	// where a worker asks for its certificate (host:port; default the
+	// control-plane endpoint's host at DefaultTrustdPort).
+	TrustdPort      int
+	TrustdEndpoints []string
 	// FailUpgrades makes the node come back unhealthy (kubelet failing)
 	// from every upgrade: of Talos, or a configuration changing its
 	// Kubernetes version. Tests of a rollout that must stop use it.
@@ -115,9 +121,15 @@ type Node struct {
 	explicitTalos, explicitKube bool
 	talosTLS, kubeTLS           atomic.Pointer[tls.Config]
 	grpc                        *grpc.Server
-	https                       []*http.Server
-	closed                      bool
-	done                        chan struct{}
+	trustd                      *grpc.Server
+	// certGen counts adopted configs; needCert says the Talos API
+	// certificate must come from trustd (a worker without machine.ca's
+	// key).
+	certGen  uint64
+	needCert bool
+	https    []*http.Server
+	closed   bool
+	done     chan struct{}
 }
 
 // nodeState is what StateDir keeps (the config itself in its own file).
@@ -136,8 +148,9 @@ type nodeState struct {
 // Event is one thing that happened to a stand-in, for tests and logs.
 type Event struct {
 	Time time.Time
-	// Kind is configured, bootstrapped, upgraded (Talos) or kubernetes
-	// (a configuration with another Kubernetes version).
+	// Kind is configured, bootstrapped, certified (a worker's
+	// certificate from trustd), upgraded (Talos) or kubernetes (a
+	// configuration with another Kubernetes version).
 	Kind string
 	// Detail is the version or image (never a secret).
 	Detail string
@@ -149,6 +162,7 @@ const (
 	EventBootstrapped = "bootstrapped"
 	EventUpgraded     = "upgraded"
 	EventKubernetes   = "kubernetes"
+	EventCertified    = "certified"
 )
 
 // Events returns what happened to the node since it started, in order.
@@ -291,6 +305,7 @@ func (n *Node) Listen() error {
 	want := map[Service]string{ServiceTalos: hostPort(n.AdminAddr, n.port(n.TalosPort, DefaultTalosPort))}
 	if n.role() == RoleControlPlane {
 		want[ServiceKube] = hostPort(n.AdminAddr, n.port(n.KubePort, DefaultKubePort))
+		want[ServiceTrustd] = hostPort(n.AdminAddr, n.port(n.TrustdPort, DefaultTrustdPort))
 	} else {
 		want[ServiceHTTP] = hostPort(n.AppsAddr, n.port(n.HTTPPort, DefaultHTTPPort))
 		want[ServiceHTTPS] = hostPort(n.AppsAddr, n.port(n.HTTPSPort, DefaultHTTPSPort))
@@ -308,7 +323,16 @@ func (n *Node) Listen() error {
 	}
 	n.listeners = ls
 	n.done = make(chan struct{})
+	n.startFetch()
 	return nil
+}
+
+// startFetch asks trustd for a certificate when the applied config
+// needs one (called with mu held, once listening).
+func (n *Node) startFetch() {
+	if n.needCert && n.done != nil && !n.closed {
+		go n.fetchCert(n.certGen, n.applied, n.done)
+	}
 }
 
 // Run serves until ctx is done or Close is called. It returns nil then,
@@ -339,6 +363,8 @@ func (n *Node) Run(ctx context.Context) error {
 	go func(l net.Listener) { errc <- talos.Serve(l) }(n.listeners[ServiceTalos])
 	var servers []httpServe
 	if n.role() == RoleControlPlane {
+		n.trustd = n.newTrustdServer()
+		go func(l net.Listener) { errc <- n.trustd.Serve(l) }(n.listeners[ServiceTrustd])
 		srv, err := n.newKubeServer()
 		if err != nil {
 			n.mu.Unlock()
@@ -403,6 +429,9 @@ func (n *Node) Close() error {
 	n.closed = true
 	if n.grpc != nil {
 		n.grpc.Stop()
+	}
+	if n.trustd != nil {
+		n.trustd.Stop()
 	}
 	for _, s := range n.https {
 		s.Close()

@@ -172,10 +172,10 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 	n := a.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	prev, prevCfg, prevApplied, prevCerts := n.state, n.config, n.applied, n.Certs
+	prev, prevCfg, prevApplied, prevCerts, prevNeed := n.state, n.config, n.applied, n.Certs, n.needCert
 	prevKube := n.kubeVersion()
 	restore := func() {
-		n.state, n.config, n.applied, n.Certs = prev, prevCfg, prevApplied, prevCerts
+		n.state, n.config, n.applied, n.Certs, n.needCert = prev, prevCfg, prevApplied, prevCerts, prevNeed
 	}
 	if err := n.adopt(ac); err != nil {
 		restore()
@@ -197,6 +197,7 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 		n.setTLS()
 		return nil, status.Errorf(codes.Internal, "switching certificates: %v", err)
 	}
+	n.startFetch()
 	switch {
 	case !prev.Configured:
 		n.event(EventConfigured, "kubernetes "+kube)

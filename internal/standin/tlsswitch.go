@@ -15,7 +15,16 @@ import (
 func (n *Node) adopt(ac *appliedConfig) error {
 	c := n.Certs
 	ips := n.ips()
-	if !n.explicitTalos {
+	needCert := false
+	switch {
+	case n.explicitTalos:
+	case len(ac.machineCA) > 0 && len(ac.machineCAKey) == 0 && n.role() == RoleWorker:
+		// A worker holds machine.ca's certificate only: it keeps its
+		// current certificate until trustd signs one (startFetch), and
+		// verifies clients against machine.ca from now on.
+		c.TalosCA = ac.machineCA
+		needCert = true
+	default:
 		if len(ac.machineCA) == 0 || len(ac.machineCAKey) == 0 {
 			return errors.New("the machine configuration has no machine.ca certificate and key to issue the Talos API certificate from")
 		}
@@ -40,6 +49,8 @@ func (n *Node) adopt(ac *appliedConfig) error {
 	}
 	n.Certs = c
 	n.applied = ac
+	n.certGen++
+	n.needCert = needCert
 	return nil
 }
 

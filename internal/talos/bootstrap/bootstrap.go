@@ -327,8 +327,10 @@ func (f *Flow) probe(ctx context.Context, n *Node) (nodeState, bool, error) {
 			return stateConfigured, standin, nil
 		}
 		// Answering with the lab's certificates but running no kubelet:
-		// the stand-ins' maintenance mode (a real Talos node in
-		// maintenance mode has no certificate of the lab yet).
+		// a stand-in given the lab's certificates at start, in
+		// maintenance mode (a real Talos node in maintenance mode, and a
+		// stand-in started without certificates, has no certificate of
+		// the lab yet and is reached below, insecurely).
 		return stateMaintenance, standin, nil
 	}
 	secureErr := err

@@ -234,8 +234,14 @@ type lab struct {
 }
 
 // newLab starts a control plane and two workers in maintenance mode,
-// reachable only through the VPN at 10.99.0.1:<port>.
-func newLab(t *testing.T) *lab {
+// reachable only through the VPN at 10.99.0.1:<port>, with certificates
+// of the lab given at start.
+func newLab(t *testing.T) *lab { return newLabWith(t, true) }
+
+// newLabWith starts the lab; without givenCerts the stand-ins start as
+// the local provider starts them, with no certificates: ephemeral ones in
+// maintenance mode, then the applied config's (workers' through trustd).
+func newLabWith(t *testing.T, givenCerts bool) *lab {
 	t.Helper()
 	pki := newPKI(t)
 	server, client := vpnPair(t)
@@ -246,6 +252,7 @@ func newLab(t *testing.T) *lab {
 		role standin.Role
 	}{{"lab-cp-1", standin.RoleControlPlane}, {"lab-worker-1", standin.RoleWorker}, {"lab-worker-2", standin.RoleWorker}}
 	var nodes []Node
+	var trustd []string
 	for i, s := range specs {
 		cp := s.role == standin.RoleControlPlane
 		talosPort, kubePort := uint16(50000+i), uint16(6443+i)
@@ -253,9 +260,13 @@ func newLab(t *testing.T) *lab {
 		n := &standin.Node{
 			Name: s.name, Role: s.role, EphemeralPorts: true, Maintenance: true,
 			AdminAddr: netip.MustParseAddr("127.0.0.1"), AppsAddr: netip.MustParseAddr("127.0.0.1"),
-			Certs: pki.certs(t, cp), StateDir: state, ClusterName: "lab",
-			Endpoint: fmt.Sprintf("https://%s:%d", vpnAddr, kubePort),
-			Logger:   slog.New(calls),
+			StateDir: state, ClusterName: "lab",
+			Endpoint:        fmt.Sprintf("https://%s:%d", vpnAddr, kubePort),
+			Logger:          slog.New(calls),
+			TrustdEndpoints: trustd,
+		}
+		if givenCerts {
+			n.Certs = pki.certs(t, cp)
 		}
 		if err := n.Listen(); err != nil {
 			t.Fatal(err)
@@ -269,6 +280,8 @@ func newLab(t *testing.T) *lab {
 		if cp {
 			k, _ := n.Addr(standin.ServiceKube)
 			forward(t, server, kubePort, k.String())
+			td, _ := n.Addr(standin.ServiceTrustd)
+			trustd = []string{td.String()}
 		}
 		l.nodes = append(l.nodes, n)
 		l.states = append(l.states, state)
@@ -497,4 +510,45 @@ func (m *memStore) GetFile(name string) ([]byte, error) {
 		return d, nil
 	}
 	return nil, os.ErrNotExist
+}
+
+// Stand-ins started as the local provider starts them, without
+// certificates: the flow reaches them insecurely in maintenance mode
+// only, and after the apply verifies them against the lab's Talos CA
+// (talosconfig) and Kubernetes CA (kubeconfig) through the tunnel.
+func TestBootstrapCertsFromConfig(t *testing.T) {
+	l := newLabWith(t, false)
+	ctx := context.Background()
+	for i := range l.flow.Nodes {
+		if _, err := l.flow.versionOf(ctx, &l.flow.Nodes[i]); err == nil {
+			t.Fatalf("%s verified by the lab's Talos CA before its config was applied", l.flow.Nodes[i].Name)
+		}
+	}
+	res, err := l.flow.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(res.Applied) != 3 || !res.Bootstrapped || !res.Health.Healthy() {
+		t.Fatalf("Run: applied %v, bootstrapped %v, health:\n%v", res.Applied, res.Bootstrapped, res.Health)
+	}
+	for i := range l.flow.Nodes {
+		n := &l.flow.Nodes[i]
+		if _, err := l.flow.versionOf(ctx, n); err != nil {
+			t.Errorf("%s not verified by the lab's Talos CA after the apply: %v", n.Name, err)
+		}
+	}
+	kc, err := l.store.GetFile(FileKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := ParseKubeconfig(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(parsed.CA, newPKI(t).b.Certs.K8s.Crt) {
+		t.Error("the stored kubeconfig does not trust the lab's Kubernetes CA")
+	}
+	if !strings.Contains(res.Health.String(), "ok    kubernetes /readyz") {
+		t.Errorf("health report lacks a verified /readyz:\n%s", res.Health)
+	}
 }
