@@ -105,8 +105,11 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 			if m.Role == spec.MachineWorker {
 				role = "worker"
 			}
+			// In maintenance mode until homelab apply's cluster phase
+			// gives it its machine config, as a fresh Talos VM is; its
+			// state folder keeps the config across restarts.
 			argv := []string{"standin", "--role", role, "--name", m.Name,
-				"--cluster-name", lab.Cluster.Name, "--state-dir", p.l.config(g.NS)}
+				"--cluster-name", lab.Cluster.Name, "--state-dir", p.l.config(g.NS), "--maintenance"}
 			if lab.Cluster.TalosVersion != "" {
 				argv = append(argv, "--talos-version", lab.Cluster.TalosVersion)
 			}
