@@ -146,13 +146,13 @@ func gitErr(dir string, env []string, args ...string) (string, error) {
 
 // lab is a running git server with a bare repository and its keys.
 type lab struct {
-	dir, repo         string
-	addr              string
-	hostPub           string
+	dir, repo          string
+	addr               string
+	hostPub            string
 	pushKey, deployKey []byte
-	pushPub           string
-	srv               *Server
-	log               *syncBuffer
+	pushPub            string
+	srv                *Server
+	log                *syncBuffer
 }
 
 type syncBuffer struct {

@@ -136,7 +136,9 @@ func parseReport(r *bufio.Reader) error {
 		case strings.HasPrefix(s, "ok "):
 		case strings.HasPrefix(s, "ng "):
 			ref, reason, _ := strings.Cut(strings.TrimPrefix(s, "ng "), " ")
-			errs = append(errs, fmt.Errorf("the server refused %s: %s", sanitize(ref), sanitize(reason)))
+			if len(errs) < 5 {
+				errs = append(errs, fmt.Errorf("the server refused %s: %s", sanitize(ref), sanitize(reason)))
+			}
 		default:
 			return fmt.Errorf("reading the push report: unexpected line %q", sanitize(s))
 		}

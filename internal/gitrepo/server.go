@@ -107,7 +107,7 @@ func parseGitCommand(cmd string) (verb, path string, err error) {
 	return m[1], path, nil
 }
 
-// unquote undoes git's sq_quote: 'a'\''b' is a'b; a plain word is taken
+// unquote undoes git's sq_quote: 'a'\”b' is a'b; a plain word is taken
 // as it is.
 func unquote(s string) (string, error) {
 	if !strings.HasPrefix(s, "'") {

@@ -1,0 +1,290 @@
+package gitrepo
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// TestServerWithGitClient drives the server with the real git client
+// (through the test binary as its ssh).
+func TestServerWithGitClient(t *testing.T) {
+	l := startServer(t)
+	push, deploy := l.sshEnv(t, l.pushKey), l.sshEnv(t, l.deployKey)
+	work := t.TempDir()
+
+	// Push with the push key, from a fresh repository.
+	src := filepath.Join(work, "src")
+	git(t, work, nil, "init", "--quiet", "--initial-branch=main", src)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("a\n"), 0o644)
+	git(t, src, nil, "add", "a.txt")
+	git(t, src, nil, "commit", "--quiet", "-m", "first")
+	git(t, src, push, "push", "--quiet", l.url(), "main")
+	want := strings.TrimSpace(git(t, src, nil, "rev-parse", "HEAD"))
+	if got := strings.TrimSpace(git(t, l.repo, nil, "rev-parse", "main")); got != want {
+		t.Errorf("server's main = %s, pushed %s", got, want)
+	}
+
+	// Clone with the deploy key, in protocol v0 and v2.
+	for _, proto := range []string{"0", "2"} {
+		dst := filepath.Join(work, "clone-v"+proto)
+		git(t, work, deploy, "-c", "protocol.version="+proto, "clone", "--quiet", l.url(), dst)
+		if got := strings.TrimSpace(git(t, dst, nil, "rev-parse", "HEAD")); got != want {
+			t.Errorf("protocol v%s clone at %s, want %s", proto, got, want)
+		}
+	}
+	if !strings.Contains(l.log.String(), "git upload-pack") {
+		t.Errorf("the server log does not show the fetch:\n%s", l.log.String())
+	}
+
+	// The deploy key cannot push.
+	os.WriteFile(filepath.Join(src, "b.txt"), []byte("b\n"), 0o644)
+	git(t, src, nil, "add", "b.txt")
+	git(t, src, nil, "commit", "--quiet", "-m", "second")
+	_, err := gitErr(src, deploy, "push", "--quiet", l.url(), "main")
+	if err == nil || !strings.Contains(err.Error(), "this key may only run git-upload-pack") {
+		t.Errorf("push with the deploy key: %v, want a refusal saying it may only fetch", err)
+	}
+	if got := strings.TrimSpace(git(t, l.repo, nil, "rev-parse", "main")); got != want {
+		t.Errorf("server's main moved to %s after a refused push", got)
+	}
+	// An unknown repository.
+	_, err = gitErr(work, push, "clone", "--quiet", strings.Replace(l.url(), "lab.git", "nope.git", 1), filepath.Join(work, "nope"))
+	if err == nil || !strings.Contains(err.Error(), "no repository") {
+		t.Errorf("clone of an unknown repository: %v, want 'no repository'", err)
+	}
+}
+
+// TestServerRefuses checks what is not a git command, with our own client.
+func TestServerRefuses(t *testing.T) {
+	l := startServer(t)
+	c, err := dialSSH(context.Background(), l.target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct{ cmd, want string }{
+		{"ls /", "only git-upload-pack and git-receive-pack are served here"},
+		{"git-upload-pack '/srv/git/../../etc.git'", "no repository"},
+		{"git-upload-pack '/srv/git/x'; rm -rf /", "not quoted as git quotes it"},
+		{"git-upload-archive '/srv/git/lab.git'", "only git-upload-pack"},
+		{"git-receive-pack '/etc'", "no repository"},
+	} {
+		sess, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr limitedWriter
+		stderr.n = 4096
+		sess.Stderr = &stderr
+		err = sess.Run(tc.cmd)
+		var exit *ssh.ExitError
+		if !errors.As(err, &exit) || exit.ExitStatus() != 128 {
+			t.Errorf("%q: %v, want exit status 128", tc.cmd, err)
+		}
+		if !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q: stderr %q, want %q", tc.cmd, stderr.String(), tc.want)
+		}
+	}
+	// An interactive shell and a pty are refused.
+	sess, _ := c.NewSession()
+	if err := sess.RequestPty("xterm", 24, 80, nil); err == nil {
+		t.Errorf("pty request accepted")
+	}
+	var stderr limitedWriter
+	stderr.n = 4096
+	sess.Stderr = &stderr
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Wait(); err == nil || !strings.Contains(stderr.String(), "no interactive shell") {
+		t.Errorf("shell: %v, stderr %q", err, stderr.String())
+	}
+	// Port forwarding is refused.
+	if _, err := c.Dial("tcp", "127.0.0.1:22"); err == nil {
+		t.Errorf("port forwarding accepted")
+	}
+}
+
+func TestServerConfigErrors(t *testing.T) {
+	hostKey, _ := newKey(t, "host")
+	_, pub := newKey(t, "k")
+	for _, tc := range []struct {
+		name       string
+		host, auth string
+		want       string
+	}{
+		{"no host key", "", pub, "host key"},
+		{"no keys", string(hostKey), "\n", "no key"},
+		{"unknown option", string(hostKey), `from="10.0.0.1" ` + pub, "option"},
+		{"forced shell", string(hostKey), `command="/bin/sh" ` + pub, "forced command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{Dir: t.TempDir(), HostKey: []byte(tc.host), Authorized: []byte(tc.auth)}
+			err = s.Serve(context.Background(), ln)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Serve = %v, want an error with %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Errorf("error quotes the key: %v", err)
+			}
+		})
+	}
+}
+
+func TestServerCloseAndContext(t *testing.T) {
+	hostKey, _ := newKey(t, "host")
+	_, pub := newKey(t, "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Dir: t.TempDir(), Listen: "127.0.0.1:0", HostKey: hostKey, Authorized: []byte(pub)}
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+	s2 := &Server{}
+	s2.Close()
+	if err := s2.Run(context.Background()); err == nil {
+		t.Errorf("Run after Close = nil, want an error")
+	}
+}
+
+func TestParseGitCommand(t *testing.T) {
+	for _, tc := range []struct {
+		cmd, verb, path string
+		ok              bool
+	}{
+		{"git-upload-pack '/srv/git/lab.git'", "upload-pack", "/srv/git/lab.git", true},
+		{"git-receive-pack '/srv/git/lab.git'", "receive-pack", "/srv/git/lab.git", true},
+		{"git upload-pack '/srv/git/lab.git'", "upload-pack", "/srv/git/lab.git", true},
+		{"git-upload-pack 'lab.git'", "upload-pack", "lab.git", true},
+		{"git-upload-pack lab.git", "upload-pack", "lab.git", true},
+		{`git-upload-pack 'a'\''b.git'`, "upload-pack", "a'b.git", true},
+		{`git-upload-pack 'a'\!'b'`, "upload-pack", "a!b", true},
+		{"git-upload-pack 'a", "", "", false},
+		{"git-upload-pack 'a'b", "", "", false},
+		{"git-upload-pack a b", "", "", false},
+		{"git-upload-pack $(id)", "", "", false},
+		{"git-upload-archive 'a'", "", "", false},
+		{"sh -c id", "", "", false},
+	} {
+		verb, path, err := parseGitCommand(tc.cmd)
+		if (err == nil) != tc.ok || verb != tc.verb || path != tc.path {
+			t.Errorf("parseGitCommand(%q) = %q, %q, %v; want %q, %q, ok %v", tc.cmd, verb, path, err, tc.verb, tc.path, tc.ok)
+		}
+	}
+}
+
+func TestRepoDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := InitBare(context.Background(), "", dir, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if err := InitBare(context.Background(), "", dir, "lab"); err != nil {
+		t.Errorf("InitBare of an existing repository: %v", err)
+	}
+	if got := strings.TrimSpace(git(t, filepath.Join(dir, "lab.git"), nil, "symbolic-ref", "HEAD")); got != "refs/heads/main" {
+		t.Errorf("HEAD = %s, want refs/heads/main", got)
+	}
+	if err := InitBare(context.Background(), "", dir, "../x"); err == nil {
+		t.Errorf("InitBare(../x) = nil, want an error")
+	}
+	s := &Server{Dir: dir}
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/srv/git/lab.git", true}, {"lab.git", true}, {"/lab.git", true}, {"/srv/git/lab", true}, {"/srv/git/lab.git/", true},
+		{"/srv/git/other.git", false}, {"/srv/git/../lab.git", false}, {"/srv/git/x/lab.git", false}, {"..", false}, {"", false},
+	} {
+		got, err := s.repoDir(tc.path)
+		if (err == nil) != tc.ok || (tc.ok && got != filepath.Join(dir, "lab.git")) {
+			t.Errorf("repoDir(%q) = %q, %v; want ok %v", tc.path, got, err, tc.ok)
+		}
+	}
+}
+
+func TestAuthorizedKeys(t *testing.T) {
+	_, push := newKey(t, "push")
+	_, deploy := newKey(t, "deploy")
+	a, err := AuthorizedKeys("/srv/git/lab.git", push, deploy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(a), "\n")
+	if len(lines) != 2 || lines[0] != "restrict "+push || lines[1] != `restrict,command="git-upload-pack '/srv/git/lab.git'" `+deploy {
+		t.Errorf("AuthorizedKeys =\n%s", a)
+	}
+	g, err := parseAuthorized([]byte(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(push))
+	dk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(deploy))
+	if g[string(pk.Marshal())].forced != "" || g[string(dk.Marshal())].forced != "git-upload-pack '/srv/git/lab.git'" {
+		t.Errorf("parseAuthorized = %+v", g)
+	}
+	for _, bad := range [][3]string{
+		{"/srv/git/lab.git", "not a key", deploy},
+		{"/srv/git/lab.git", push, deploy + "\n" + push},
+		{"srv/git/lab.git", push, deploy},
+		{"/srv/git/l'ab.git", push, deploy},
+		{"/srv/git/../lab.git", push, deploy},
+		{"/srv/git/lab", push, deploy},
+	} {
+		if _, err := AuthorizedKeys(bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("AuthorizedKeys(%q, ...) = nil error", bad[0])
+		}
+	}
+}
+
+func TestLoadOrCreatePushKey(t *testing.T) {
+	st := memStore{}
+	k, created, err := LoadOrCreatePushKey(st)
+	if err != nil || !created {
+		t.Fatalf("LoadOrCreatePushKey = %v, %v", created, err)
+	}
+	signer, err := ssh.ParsePrivateKey(k.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " homelab push key"; got != k.Public {
+		t.Errorf("Public = %q, want %q", k.Public, got)
+	}
+	k2, created, err := LoadOrCreatePushKey(st)
+	if err != nil || created || string(k2.Key) != string(k.Key) {
+		t.Errorf("second LoadOrCreatePushKey: created %v, %v, same key %v", created, err, string(k2.Key) == string(k.Key))
+	}
+	if _, _, err := LoadOrCreatePushKey(memStore{StateFilePushKey: []byte("{")}); err == nil || strings.Contains(err.Error(), "{") {
+		t.Errorf("LoadOrCreatePushKey of a broken file = %v", err)
+	}
+}
+
+func TestTargetFromURL(t *testing.T) {
+	for _, tc := range []struct {
+		url, addr, user, path string
+		ok                    bool
+	}{
+		{"ssh://git@10.10.1.5/srv/git/lab.git", "10.10.1.5:22", "git", "/srv/git/lab.git", true},
+		{"ssh://10.10.1.5:2222/srv/git/lab.git", "10.10.1.5:2222", "git", "/srv/git/lab.git", true},
+		{"ssh://git@[fd00::5]/srv/git/lab.git", "[fd00::5]:22", "git", "/srv/git/lab.git", true},
+		{"https://example.com/lab.git", "", "", "", false},
+		{"ssh://git@host", "", "", "", false},
+	} {
+		tg, err := TargetFromURL(tc.url, nil, "h", nil)
+		if (err == nil) != tc.ok || tg.Addr != tc.addr || tg.User != tc.user || tg.Path != tc.path {
+			t.Errorf("TargetFromURL(%q) = %+v, %v", tc.url, tg, err)
+		}
+	}
+}
