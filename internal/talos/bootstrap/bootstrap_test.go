@@ -236,13 +236,26 @@ type lab struct {
 // newLab starts a control plane and two workers in maintenance mode,
 // reachable only through the VPN at 10.99.0.1:<port>, with certificates
 // of the lab given at start.
-func newLab(t *testing.T) *lab { return newLabWith(t, true) }
+func newLab(t *testing.T) *lab { return newLabWith(t, labOpts{givenCerts: true}) }
 
-// newLabWith starts the lab; without givenCerts the stand-ins start as
-// the local provider starts them, with no certificates: ephemeral ones in
-// maintenance mode, then the applied config's (workers' through trustd).
-func newLabWith(t *testing.T, givenCerts bool) *lab {
+// labOpts are the variations of the test lab.
+type labOpts struct {
+	// givenCerts starts the stand-ins with the lab's certificates;
+	// without, they start as the local provider starts them, with none:
+	// ephemeral ones in maintenance mode, then the applied config's
+	// (workers' signed by the control plane's trustd).
+	givenCerts bool
+	// failUpgrades names a node that comes back unhealthy from upgrades.
+	failUpgrades string
+}
+
+// rebootDelay is how long a test stand-in "reboots" after an upgrade.
+const rebootDelay = 300 * time.Millisecond
+
+// newLabWith starts the test lab with opts.
+func newLabWith(t *testing.T, opts labOpts) *lab {
 	t.Helper()
+	givenCerts := opts.givenCerts
 	pki := newPKI(t)
 	server, client := vpnPair(t)
 	calls := &callCounter{calls: map[string]int{}}
@@ -264,6 +277,8 @@ func newLabWith(t *testing.T, givenCerts bool) *lab {
 			Endpoint:        fmt.Sprintf("https://%s:%d", vpnAddr, kubePort),
 			Logger:          slog.New(calls),
 			TrustdEndpoints: trustd,
+			RebootDelay:     rebootDelay,
+			FailUpgrades:    opts.failUpgrades == s.name,
 		}
 		if givenCerts {
 			n.Certs = pki.certs(t, cp)
@@ -517,7 +532,7 @@ func (m *memStore) GetFile(name string) ([]byte, error) {
 // only, and after the apply verifies them against the lab's Talos CA
 // (talosconfig) and Kubernetes CA (kubeconfig) through the tunnel.
 func TestBootstrapCertsFromConfig(t *testing.T) {
-	l := newLabWith(t, false)
+	l := newLabWith(t, labOpts{})
 	ctx := context.Background()
 	for i := range l.flow.Nodes {
 		if _, err := l.flow.versionOf(ctx, &l.flow.Nodes[i]); err == nil {

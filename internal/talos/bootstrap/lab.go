@@ -31,6 +31,18 @@ func ForLab(lab *spec.Lab, b *secrets.Bundle, st Store) (*Flow, error) {
 	}, nil
 }
 
+// InstallerImage is the lab's Talos installer for upgrades: the Image
+// Factory installer of the lab's schematic at its Talos version
+// (factory.talos.dev/installer/<schematic>:<version>), so that an upgrade
+// keeps the lab's system extensions.
+func InstallerImage(lab *spec.Lab) (string, error) {
+	_, id, err := talos.Schematic(lab)
+	if err != nil {
+		return "", err
+	}
+	return talos.InstallerImage(lab, id), nil
+}
+
 // Probe is the address to try first when deciding whether the admin
 // network is reachable directly: the first control plane's Talos API.
 func (f *Flow) Probe() string {

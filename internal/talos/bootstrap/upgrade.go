@@ -22,7 +22,7 @@ type UpgradeResult struct {
 // Upgrade rolls the nodes to the Talos installer image (its tag is
 // version; keep the lab's Image Factory schematic in it, see
 // talos.InstallerImage, so that extensions survive), one node at a time
-// in the Flow's order: the next node starts only once the previous one is
+// control planes first, then workers, each in the Flow's order: the next node starts only once the previous one is
 // back at version with its services healthy (and, given a kubeconfig, the
 // Kubernetes API ready). A node that does not come back stops the rollout
 // with an error naming it; the nodes after it are left alone.
@@ -34,10 +34,10 @@ func (f *Flow) Upgrade(ctx context.Context, image, version string, kubeconfig []
 		return nil, fmt.Errorf("upgrading talos: installer image %q does not carry the version %q as its tag", image, version)
 	}
 	res := &UpgradeResult{}
-	for i := range f.Nodes {
-		n := &f.Nodes[i]
+	order := f.rolloutOrder()
+	for i, n := range order {
 		stop := func(err error) (*UpgradeResult, error) {
-			for _, r := range f.Nodes[i+1:] {
+			for _, r := range order[i+1:] {
 				res.Remaining = append(res.Remaining, r.Name)
 			}
 			msg := "upgrading talos: rollout stopped"
@@ -125,22 +125,11 @@ func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeco
 		case !sameVersion(tag, version):
 			last = fmt.Errorf("still at %s", tag)
 		default:
-			rep := &Report{}
-			add := func(name string, st Status, format string, args ...any) {
-				rep.Checks = append(rep.Checks, Check{Name: name, Status: st, Detail: fmt.Sprintf(format, args...)})
-			}
-			f.talosChecks(wctx, n, n == f.bootstrapNode(), false, add)
-			if len(kubeconfig) > 0 {
-				f.readyzCheck(wctx, kubeconfig, add)
-			}
-			if rep.Healthy() {
+			err := f.nodeHealthy(wctx, n, kubeconfig)
+			if err == nil {
 				return nil
 			}
-			var bad []string
-			for _, c := range rep.Failed() {
-				bad = append(bad, c.Name+": "+c.Detail)
-			}
-			last = fmt.Errorf("at %s but not healthy: %s", version, strings.Join(bad, "; "))
+			last = fmt.Errorf("at %s but not healthy: %w", version, err)
 		}
 		select {
 		case <-wctx.Done():
@@ -148,6 +137,41 @@ func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeco
 		case <-time.After(orDefault(f.PollInterval, DefaultPollInterval)):
 		}
 	}
+}
+
+// nodeHealthy checks one node's Talos services and, given a kubeconfig,
+// the Kubernetes API's /readyz; the error lists what failed.
+func (f *Flow) nodeHealthy(ctx context.Context, n *Node, kubeconfig []byte) error {
+	rep := &Report{}
+	add := func(name string, st Status, format string, args ...any) {
+		rep.Checks = append(rep.Checks, Check{Name: name, Status: st, Detail: fmt.Sprintf(format, args...)})
+	}
+	f.talosChecks(ctx, n, n == f.bootstrapNode(), false, add)
+	if len(kubeconfig) > 0 {
+		f.readyzCheck(ctx, kubeconfig, add)
+	}
+	if rep.Healthy() {
+		return nil
+	}
+	var bad []string
+	for _, c := range rep.Failed() {
+		bad = append(bad, c.Name+": "+c.Detail)
+	}
+	return errors.New(strings.Join(bad, "; "))
+}
+
+// rolloutOrder is the order of upgrades: control planes first, then
+// workers, each in the Flow's order.
+func (f *Flow) rolloutOrder() []*Node {
+	var cps, workers []*Node
+	for i := range f.Nodes {
+		if f.Nodes[i].ControlPlane {
+			cps = append(cps, &f.Nodes[i])
+		} else {
+			workers = append(workers, &f.Nodes[i])
+		}
+	}
+	return append(cps, workers...)
 }
 
 func (f *Flow) readyzCheck(ctx context.Context, kubeconfig []byte, add addFunc) {

@@ -44,8 +44,10 @@ func (e *events) String() string {
 	return strings.Join(e.list, "\n")
 }
 
-// upgradeNode is a fake Talos node for upgrades: the stand-ins do not
-// implement Upgrade. After Upgrade it "reboots" (Unavailable) for a
+// upgradeNode is a fake Talos node that logs every step of an upgrade
+// in one shared, ordered list (the stand-in tests, in
+// standin_upgrade_test.go, check the same rollouts by the stand-ins'
+// timestamps). After Upgrade it "reboots" (Unavailable) for a
 // while and comes back at the image's tag, unless broken.
 type upgradeNode struct {
 	machine.UnimplementedMachineServiceServer
