@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/homelab-dev/homelab/internal/render"
 )
 
 // The test binary doubles as the ssh client git runs (GIT_SSH_COMMAND),
@@ -168,7 +170,7 @@ func startServer(t *testing.T) *lab {
 	l.pushKey, l.pushPub = newKey(t, "push")
 	l.deployKey, deployPub = newKey(t, "deploy")
 	l.hostPub = hostPub
-	auth, err := AuthorizedKeys("/srv/git/lab.git", l.pushPub, deployPub)
+	auth, err := render.GitAuthorizedKeys("/srv/git/lab.git", l.pushPub, deployPub)
 	if err != nil {
 		t.Fatal(err)
 	}

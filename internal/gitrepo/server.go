@@ -38,7 +38,7 @@ type Server struct {
 	Listen string
 	// HostKey is the server's private host key (OpenSSH PEM).
 	HostKey []byte
-	// Authorized is the authorized_keys content (see AuthorizedKeys).
+	// Authorized is the authorized_keys content (render.GitAuthorizedKeys).
 	Authorized []byte
 	// Git is the git binary (default "git" from PATH).
 	Git string

@@ -1,9 +1,12 @@
 package render
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
@@ -50,12 +53,104 @@ func ManagerTools(t spec.Tools) []Tool {
 // yamlString quotes s as a YAML double-quoted scalar (JSON strings are).
 func yamlString(s string) string { return strconv.Quote(s) }
 
+// GitServer is what the manager needs to serve the lab's Git repository
+// over SSH: the host key homelab made (gitops.GitAccess, so that Flux's
+// known_hosts is known before the VM exists) and the two keys that may
+// use the repository.
+type GitServer struct {
+	// HostKey is the manager's SSH host key, OpenSSH PEM: a secret.
+	HostKey []byte
+	// HostPublic is its public half (authorized_keys format).
+	HostPublic string
+	// PushPublic may fetch and push (homelab's push key).
+	PushPublic string
+	// DeployPublic may only fetch (Flux's deploy key).
+	DeployPublic string
+}
+
+// Option adds an input to Render.
+type Option func(*options)
+
+type options struct {
+	git *GitServer
+}
+
+// WithGitServer makes the manager host the lab's Git repository: the
+// manager's cloud-init gets the host key, a git user restricted to
+// git-shell and the bare repository, and Render adds the files the local
+// provider's stand-in git server reads (git/manager/*).
+func WithGitServer(g GitServer) Option {
+	return func(o *options) { o.git = &g }
+}
+
+// GitRepoPath is the lab's bare repository on the manager VM, as the
+// ssh:// URL names it.
+func GitRepoPath(lab *spec.Lab) string { return "/srv/git/" + lab.Name + ".git" }
+
+// GitAuthorizedKeys is the git user's authorized_keys on the manager: the
+// push key runs git-shell (fetch and push); Flux's deploy key is forced
+// to git-upload-pack of the lab's repository (fetch only). Both are
+// restricted (no pty, no forwarding). The local provider's git server
+// reads the same file with the same meaning.
+func GitAuthorizedKeys(repoPath, pushPublic, deployPublic string) (string, error) {
+	for _, k := range []string{pushPublic, deployPublic} {
+		if _, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || len(rest) != 0 || strings.ContainsAny(k, "\n\r") {
+			return "", fmt.Errorf("git authorized_keys: %q is not one public key line", k)
+		}
+	}
+	if !plainRepoPath(repoPath) {
+		return "", fmt.Errorf("git authorized_keys: repository path %q is not an absolute path to a .git folder", repoPath)
+	}
+	return "restrict " + strings.TrimSpace(pushPublic) + "\n" +
+		`restrict,command="git-upload-pack '` + repoPath + `'" ` + strings.TrimSpace(deployPublic) + "\n", nil
+}
+
+// plainRepoPath accepts absolute, clean paths of a .git folder made of
+// plain characters (they go into shell-quoted commands).
+func plainRepoPath(p string) bool {
+	if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, ".git") || len(p) < 6 {
+		return false
+	}
+	for _, el := range strings.Split(p[1:], "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// gitSetupScript creates the bare repository and installs the git user's
+// authorized_keys; safe to run again.
+func gitSetupScript(repo string) string {
+	return `#!/bin/sh
+# Creates the lab's bare repository (branch main) and the git user's
+# authorized_keys (from /usr/local/share/homelab/git-authorized_keys).
+set -eu
+repo=` + repo + `
+home=$(getent passwd git | cut -d: -f6)
+install -d -o git -g git -m 0755 "$(dirname "$repo")"
+if [ ! -f "$repo/HEAD" ]; then
+  runuser -u git -- git init --quiet --bare --initial-branch=main "$repo"
+fi
+install -d -o git -g git -m 0700 "$home/.ssh"
+install -o git -g git -m 0600 /usr/local/share/homelab/git-authorized_keys "$home/.ssh/authorized_keys"
+`
+}
+
 // renderCloudInit writes the manager VM's NoCloud seed: user-data (user,
 // SSH keys, tools), meta-data and network-config (static address on the
-// admin network). None of it is secret: SSH keys are public keys, and the
-// talosconfig and kubeconfig are copied over SSH later, never through
-// cloud-init (whose seed is readable on the Proxmox storage).
-func renderCloudInit(lab *spec.Lab, _ *secrets.Bundle) ([]Artifact, error) {
+// admin network). Without a Git server it holds no secret: SSH keys are
+// public keys, and the talosconfig and kubeconfig are copied over SSH
+// later, never through cloud-init (whose seed is readable on the Proxmox
+// storage). With one (git != nil), user-data carries the manager's SSH
+// host key and is flagged Secret, like the Talos configs that go the
+// same way; git/manager/* are the local provider's git server's files.
+func renderCloudInit(lab *spec.Lab, _ *secrets.Bundle, git *GitServer) ([]Artifact, error) {
 	var m spec.Machine
 	for _, x := range lab.Machines() {
 		if x.Role == spec.MachineManager {
@@ -72,12 +167,43 @@ func renderCloudInit(lab *spec.Lab, _ *secrets.Bundle) ([]Artifact, error) {
 			return nil, fmt.Errorf("manager.sshKeys[%d]: not a single-line public key", i)
 		}
 	}
+	var authorized string
+	if git != nil {
+		var err error
+		if authorized, err = GitAuthorizedKeys(GitRepoPath(lab), git.PushPublic, git.DeployPublic); err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+		hostPub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(git.HostPublic))
+		if err != nil || len(rest) != 0 || hostPub.Type() != ssh.KeyAlgoED25519 {
+			return nil, fmt.Errorf("manager: the git host key's public half is not one ssh-ed25519 key")
+		}
+		signer, err := ssh.ParsePrivateKey(git.HostKey)
+		if err != nil {
+			return nil, fmt.Errorf("manager: the git host key is not an OpenSSH private key")
+		}
+		if !bytes.Equal(signer.PublicKey().Marshal(), hostPub.Marshal()) {
+			return nil, fmt.Errorf("manager: the git host key and its public half do not match")
+		}
+	}
 
 	var u strings.Builder
 	u.WriteString("#cloud-config\n")
 	u.WriteString(header(lab, "manager VM cloud-init user-data"))
-	u.WriteString("# Holds no secret: public SSH keys and public download URLs only.\n")
+	if git == nil {
+		u.WriteString("# Holds no secret: public SSH keys and public download URLs only.\n")
+	} else {
+		u.WriteString("# SECRET: holds the manager's SSH host key (ssh_keys); everything else is public.\n")
+	}
 	fmt.Fprintf(&u, "hostname: %s\nfqdn: %s\nmanage_etc_hosts: true\n", m.Name, m.Name)
+	if git != nil {
+		// The one host key homelab made: its public half is already in
+		// Flux's known_hosts.
+		u.WriteString("ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n")
+		for _, line := range strings.Split(strings.TrimRight(string(git.HostKey), "\n"), "\n") {
+			u.WriteString("    " + line + "\n")
+		}
+		fmt.Fprintf(&u, "  ed25519_public: %s\n", yamlString(strings.TrimSpace(git.HostPublic)))
+	}
 	u.WriteString("users:\n")
 	fmt.Fprintf(&u, "  - name: %s\n", yamlString(mg.User))
 	u.WriteString("    groups: [sudo]\n    shell: /bin/bash\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    lock_passwd: true\n")
@@ -87,20 +213,39 @@ func renderCloudInit(lab *spec.Lab, _ *secrets.Bundle) ([]Artifact, error) {
 			fmt.Fprintf(&u, "      - %s\n", yamlString(strings.TrimSpace(k)))
 		}
 	}
+	if git != nil {
+		// git-shell lets the push key run only git's fetch and push;
+		// authorized_keys comes from homelab-git-setup (below).
+		u.WriteString("  - name: git\n    gecos: the lab's Git repository\n    homedir: /srv/git\n    shell: /usr/bin/git-shell\n    lock_passwd: true\n")
+	}
 	u.WriteString("ssh_pwauth: false\ndisable_root: true\n")
 	u.WriteString("package_update: true\npackages:\n")
 	for _, p := range []string{"bash-completion", "ca-certificates", "curl", "git", "qemu-guest-agent"} {
 		fmt.Fprintf(&u, "  - %s\n", p)
 	}
-	u.WriteString("write_files:\n  - path: /usr/local/sbin/homelab-install-tools\n    permissions: \"0755\"\n    content: |\n")
-	for _, line := range strings.Split(installScript(ManagerTools(mg.Tools)), "\n") {
-		if line == "" {
-			u.WriteString("\n")
-			continue
+	u.WriteString("write_files:\n")
+	writeFile := func(path, perm, content string) {
+		fmt.Fprintf(&u, "  - path: %s\n    permissions: %q\n    content: |\n", path, perm)
+		for _, line := range strings.Split(strings.TrimSuffix(content, "\n"), "\n") {
+			if line == "" {
+				u.WriteString("\n")
+				continue
+			}
+			u.WriteString("      " + line + "\n")
 		}
-		u.WriteString("      " + line + "\n")
 	}
-	u.WriteString("runcmd:\n  - [systemctl, enable, --now, qemu-guest-agent]\n  - [/usr/local/sbin/homelab-install-tools]\n")
+	writeFile("/usr/local/sbin/homelab-install-tools", "0755", installScript(ManagerTools(mg.Tools))+"\n")
+	if git != nil {
+		writeFile("/etc/ssh/sshd_config.d/homelab-host-key.conf", "0644",
+			"# homelab: serve only the host key homelab made (Flux's known_hosts has it).\nHostKey /etc/ssh/ssh_host_ed25519_key\n")
+		writeFile("/usr/local/share/homelab/git-authorized_keys", "0644", authorized)
+		writeFile("/usr/local/sbin/homelab-git-setup", "0755", gitSetupScript(GitRepoPath(lab)))
+	}
+	u.WriteString("runcmd:\n  - [systemctl, enable, --now, qemu-guest-agent]\n")
+	if git != nil {
+		u.WriteString("  - [/usr/local/sbin/homelab-git-setup]\n")
+	}
+	u.WriteString("  - [/usr/local/sbin/homelab-install-tools]\n")
 
 	meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", m.Name, m.Name)
 
@@ -121,11 +266,17 @@ func renderCloudInit(lab *spec.Lab, _ *secrets.Bundle) ([]Artifact, error) {
 	}
 	fmt.Fprintf(&n, "    nameservers:\n      addresses: [%s]\n", strings.Join(dns, ", "))
 
-	return []Artifact{
+	arts := []Artifact{
 		{Path: "cloud-init/manager/meta-data", Data: []byte(meta)},
 		{Path: "cloud-init/manager/network-config", Data: []byte(n.String())},
-		{Path: "cloud-init/manager/user-data", Data: []byte(u.String())},
-	}, nil
+		{Path: "cloud-init/manager/user-data", Data: []byte(u.String()), Secret: git != nil},
+	}
+	if git != nil {
+		arts = append(arts,
+			Artifact{Path: "git/manager/authorized_keys", Data: []byte(authorized)},
+			Artifact{Path: "git/manager/ssh_host_ed25519_key", Data: bytes.Clone(git.HostKey), Secret: true})
+	}
+	return arts, nil
 }
 
 // installScript downloads each tool, checks it against the project's

@@ -29,9 +29,14 @@ func header(lab *spec.Lab, what string) string {
 // Render produces every artifact of the lab, sorted by Path. The lab must
 // have gone through spec.Load (defaults and addresses filled in) and the
 // bundle through secrets' LoadOrCreate (keys for every generated peer).
-func Render(lab *spec.Lab, b *secrets.Bundle) ([]Artifact, error) {
+// Options add inputs kept elsewhere in the state folder (WithGitServer).
+func Render(lab *spec.Lab, b *secrets.Bundle, opts ...Option) ([]Artifact, error) {
 	if lab == nil || b == nil {
 		return nil, fmt.Errorf("rendering: need a lab and its secrets bundle")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	var arts []Artifact
 	for _, part := range []struct {
@@ -42,7 +47,7 @@ func Render(lab *spec.Lab, b *secrets.Bundle) ([]Artifact, error) {
 		{"wireguard configs", renderWireGuard},
 		{"nftables rulesets", renderNftables},
 		{"load balancer config", renderLB},
-		{"manager cloud-init", renderCloudInit},
+		{"manager cloud-init", func(l *spec.Lab, b *secrets.Bundle) ([]Artifact, error) { return renderCloudInit(l, b, o.git) }},
 		{"proxmox network config", renderProxmox},
 		{"diagram", renderDiagram},
 	} {
