@@ -93,7 +93,11 @@ func (lc *labContext) prepare(cmd *cobra.Command) error {
 	} else if created {
 		fmt.Fprintf(cmd.ErrOrStderr(), "vpn: created homelab's own peer %s (it reaches the admin network through the VPN)\n", OperatorPeer)
 	}
-	arts, err := render.Render(lc.Lab, b)
+	gitOpts, err := gitServerOptions(lc.Lab, store)
+	if err != nil {
+		return fmt.Errorf("loading the lab's git keys: %w", err)
+	}
+	arts, err := render.Render(lc.Lab, b, gitOpts...)
 	if err != nil {
 		return fmt.Errorf("rendering the lab's artifacts: %w", err)
 	}

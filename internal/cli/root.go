@@ -107,6 +107,7 @@ Start with:
 		newLBCmd(),
 		newGitopsCmd(),
 		newKubeconfigCmd(),
+		newGitserverCmd(),
 	// one line per command; each lives in its own file
 	)
 	return root
