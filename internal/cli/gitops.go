@@ -44,12 +44,16 @@ func newGitopsInitCmd() *cobra.Command {
                                workers, admin network and VPN only), cert-manager,
                                local-path-provisioner, kube-prometheus-stack,
                                VictoriaLogs
-  apps                         the apps of lab.yaml (Nextcloud, OpenProject)
+  apps/<app>                    the apps of lab.yaml (Nextcloud, OpenProject)
+  *.sops.yaml                  the apps' and Grafana's passwords as Secrets,
+                               SOPS-encrypted with age for the lab's key
   .sops.yaml                   SOPS rules for the lab's age key
 
-The same spec gives the same files. Passwords of the apps and dashboards
-are generated once into the encrypted state folder (gitops-secrets), never
-into the repository; so is the SOPS age key.`,
+The passwords and the SOPS age key are generated once into the encrypted
+state folder; the repository holds the passwords only SOPS-encrypted, and
+Flux decrypts them in the cluster. The same spec and state folder give the
+same files: an encrypted file is rewritten only when its Secret or the
+key changes.`,
 		Example: `  homelab gitops init
   homelab gitops init --out ../lab-gitops`,
 		Args: cobra.NoArgs,
@@ -78,7 +82,7 @@ into the repository; so is the SOPS age key.`,
 			if err != nil {
 				return secretsError("preparing the app secrets", err)
 			}
-			arts, err := gitops.Tree(lab, gitops.Options{SOPSRecipient: recipient})
+			arts, err := gitops.Build(lab, store)
 			if err != nil {
 				return withHint(err, "check gitops in %s", path)
 			}
@@ -96,6 +100,7 @@ into the repository; so is the SOPS age key.`,
 			default:
 				fmt.Fprintf(w, "app passwords and the SOPS age key: reused from %s\n", stateDir)
 			}
+			fmt.Fprintln(w, "app secrets in the repository: *.sops.yaml, SOPS-encrypted; Flux decrypts them with flux-system/sops-age")
 			fmt.Fprintf(w, "SOPS recipient: %s\n", recipient)
 			return nil
 		},
@@ -114,11 +119,12 @@ the lab's GitOps repository (see homelab gitops init):
 
   1. downloads Flux's install manifests for ` + gitops.FluxVersion + ` (github.com)
   2. applies them with server-side apply
-  3. creates flux-system/sops-age (the lab's SOPS age key), the Git
-     credentials and the apps' secrets, all from the encrypted state
-     folder; the Git credentials are the lab's deploy key and the manager's
-     host key for the repository on the manager VM, or --git-identity and
-     --known-hosts for a gitops.repository of your own
+  3. creates flux-system/sops-age (the lab's SOPS age key) and the Git
+     credentials from the encrypted state folder; the Git credentials are
+     the lab's deploy key and the manager's host key for the repository on
+     the manager VM, or --git-identity and --known-hosts for a
+     gitops.repository of your own. The apps' secrets are not applied:
+     they are in the repository, SOPS-encrypted, and Flux decrypts them
   4. applies the repository's gotk-sync.yaml
   5. writes the install manifests into the repository folder (--repo) as
      clusters/<lab>/flux-system/gotk-components.yaml: commit and push them
@@ -192,10 +198,6 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 			if err != nil {
 				return secretsError("reading the SOPS key", err)
 			}
-			appSecrets, _, err := gitops.AppSecrets(lab, store)
-			if err != nil {
-				return secretsError("preparing the app secrets", err)
-			}
 			arts, err := gitops.Tree(lab, gitops.Options{})
 			if err != nil {
 				return err
@@ -236,7 +238,7 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 			}
 			b := &gitops.Bootstrapper{
 				Kube: hc, Server: kc.Server, ComponentsURL: componentsURL,
-				Sync: sync, AppSecrets: appSecrets, SOPSIdentity: identity, GitSecret: gitSecret,
+				Sync: sync, SOPSIdentity: identity, GitSecret: gitSecret,
 				Progress: func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) },
 			}
 			if err := b.Run(ctx); err != nil {

@@ -14,14 +14,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 
+	"filippo.io/age"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/secrets"
+	"github.com/homelab-dev/homelab/internal/sops"
 	"github.com/homelab-dev/homelab/internal/standin"
 )
 
@@ -46,7 +50,7 @@ func TestGitopsInitCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("gitops init exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"wrote the gitops repository of lab", "Flux " + gitops.FluxVersion, "clusters/", "SOPS recipient: age1", "created, encrypted"} {
+	for _, want := range []string{"wrote the gitops repository of lab", "Flux " + gitops.FluxVersion, "clusters/", "SOPS recipient: age1", "created, encrypted", "apps/nextcloud/nextcloud-db.sops.yaml"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("gitops init output lacks %q:\n%s", want, stdout)
 		}
@@ -55,12 +59,26 @@ func TestGitopsInitCommand(t *testing.T) {
 	if len(first) < 10 {
 		t.Fatalf("gitops init wrote %d files", len(first))
 	}
+	encrypted := map[string]*corev1.Secret{}
 	for p, data := range first {
-		if gitops.IsManifest(p) {
-			if _, err := gitops.Decode(p, data); err != nil {
-				t.Errorf("strict decoding: %v", err)
+		if !gitops.IsManifest(p) {
+			continue
+		}
+		objs, err := gitops.Decode(p, data)
+		if err != nil {
+			t.Errorf("strict decoding: %v", err)
+		}
+		for _, o := range objs {
+			if s, ok := o.Value.(*corev1.Secret); ok {
+				if o.SOPS == nil {
+					t.Errorf("%s: Secret %s in the clear", p, s.Name)
+				}
+				encrypted[p] = s
 			}
 		}
+	}
+	if len(encrypted) != 4 {
+		t.Errorf("the tree holds %d encrypted Secrets, want 4 (grafana-admin, nextcloud-admin, nextcloud-db, openproject-db)", len(encrypted))
 	}
 	// Again: same files, secrets reused.
 	code, stdout, stderr = runCLI(t, "gitops", "init", "-f", lab)
@@ -89,6 +107,45 @@ func TestGitopsInitCommand(t *testing.T) {
 	raw, _ := os.ReadFile(filepath.Join(dir, secrets.StateDirName, gitops.StateFileAppSecrets+".age"))
 	if bytes.Contains(raw, []byte("stringData")) {
 		t.Error("the app secrets are in the clear in the state folder")
+	}
+	// The repository's encrypted files open with the lab's SOPS key to
+	// the passwords of the state folder, which appear nowhere in the clear.
+	key, err := st.GetFile(gitops.StateFileSOPSAgeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.ParseX25519Identity(strings.TrimSpace(string(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		want := o.Value.(*corev1.Secret)
+		p := ""
+		for path, s := range encrypted {
+			if s.Name == want.Name && s.Namespace == want.Namespace {
+				p = path
+			}
+		}
+		if p == "" {
+			t.Errorf("secret %s/%s is not in the repository", want.Namespace, want.Name)
+			continue
+		}
+		plain, err := sops.Decrypt(first[p], id)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		dec, err := gitops.Decode(p, plain)
+		if err != nil || len(dec) != 1 || !reflect.DeepEqual(dec[0].Value.(*corev1.Secret).StringData, want.StringData) {
+			t.Errorf("%s does not decrypt to the state folder's %s/%s (%v)", p, want.Namespace, want.Name, err)
+		}
+		for k, v := range want.StringData {
+			for fp, data := range first {
+				if len(v) >= 20 && bytes.Contains(data, []byte(v)) {
+					t.Errorf("%s holds the password %s/%s %s in the clear", fp, want.Namespace, want.Name, k)
+				}
+			}
+		}
 	}
 }
 
@@ -218,19 +275,23 @@ current-context: admin@lab
 	api.mu.Lock()
 	got := strings.Join(api.patches, "\n")
 	api.mu.Unlock()
-	for _, want := range []string{
+	// Exactly: the install manifests, the SOPS key, the Git credentials
+	// (the repository is the manager's: the lab's deploy key), the sync.
+	// No app secret: those come SOPS-encrypted from the repository.
+	want := strings.Join([]string{
+		"/api/v1/namespaces/flux-system",
+		"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gitrepositories.source.toolkit.fluxcd.io",
+		"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/kustomizations.kustomize.toolkit.fluxcd.io",
 		"/api/v1/namespaces/flux-system/secrets/sops-age",
-		"/api/v1/namespaces/nextcloud/secrets/nextcloud-db",
+		"/api/v1/namespaces/flux-system/secrets/flux-system",
 		"/apis/source.toolkit.fluxcd.io/v1/namespaces/flux-system/gitrepositories/flux-system",
 		"/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/flux-system",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("applied objects lack %s:\n%s", want, got)
-		}
+	}, "\n")
+	if got != want {
+		t.Errorf("applied:\n%s\nwant:\n%s", got, want)
 	}
-	// The repository is the manager's: Flux gets the lab's deploy key.
-	if !strings.Contains(got, "/api/v1/namespaces/flux-system/secrets/flux-system") || !strings.Contains(stdout, "with the lab's deploy key") {
-		t.Errorf("no Git credentials for the manager's repository:\n%s\n%s", got, stdout)
+	if !strings.Contains(stdout, "with the lab's deploy key") {
+		t.Errorf("no Git credentials for the manager's repository:\n%s", stdout)
 	}
 	// Half of the Git credentials is a mistake with a hint.
 	code, _, stderr = runCLI(t, "gitops", "bootstrap", "-f", lab, "--via", "direct", "--git-identity", lab)

@@ -13,8 +13,10 @@ import (
 	"github.com/homelab-dev/homelab/internal/spec"
 )
 
+// appFile is one app's manifests, in apps/<name>/<name>.yaml beside the
+// app's encrypted secrets.
 type appFile struct {
-	file string
+	name string
 	objs []M
 }
 
@@ -31,7 +33,7 @@ func appManifests(lab *spec.Lab) ([]appFile, error) {
 		default:
 			return nil, fmt.Errorf("gitops.apps[%d]: no template for app %q (nextcloud, openproject)", i, a.Name)
 		}
-		out = append(out, appFile{file: a.Name + ".yaml", objs: objs})
+		out = append(out, appFile{name: a.Name, objs: objs})
 	}
 	return out, nil
 }
@@ -94,25 +96,32 @@ func openproject(a spec.App) []M {
 }
 
 // secretDef is one Secret the apps and dashboards expect, with the keys
-// that get random values and those with fixed ones.
+// that get random values and those with fixed ones, and the folder of the
+// repository its encrypted file goes to (dir/name.sops.yaml).
 type secretDef struct {
-	name, namespace string
-	random          []string
-	fixed           map[string]string
+	name, namespace, dir string
+	random               []string
+	fixed                map[string]string
 }
 
+// path is where the secret's SOPS-encrypted file lives in the tree.
+func (d secretDef) path() string { return d.dir + "/" + d.name + ".sops.yaml" }
+
+const infraDir = "infrastructure/controllers"
+
 func secretDefs(lab *spec.Lab) []secretDef {
-	defs := []secretDef{{name: "grafana-admin", namespace: "monitoring", random: []string{"admin-password"}, fixed: map[string]string{"admin-user": "admin"}}}
+	defs := []secretDef{{name: "grafana-admin", namespace: "monitoring", dir: infraDir, random: []string{"admin-password"}, fixed: map[string]string{"admin-user": "admin"}}}
 	for _, a := range lab.GitOps.Apps {
+		dir := "apps/" + a.Name
 		switch a.Name {
 		case "nextcloud":
 			defs = append(defs,
-				secretDef{name: "nextcloud-admin", namespace: "nextcloud", random: []string{"password"}, fixed: map[string]string{"username": "admin"}},
-				secretDef{name: "nextcloud-db", namespace: "nextcloud", random: []string{"password", "postgres-password"}, fixed: map[string]string{"username": "nextcloud"}},
+				secretDef{name: "nextcloud-admin", namespace: "nextcloud", dir: dir, random: []string{"password"}, fixed: map[string]string{"username": "admin"}},
+				secretDef{name: "nextcloud-db", namespace: "nextcloud", dir: dir, random: []string{"password", "postgres-password"}, fixed: map[string]string{"username": "nextcloud"}},
 			)
 		case "openproject":
 			defs = append(defs,
-				secretDef{name: "openproject-db", namespace: "openproject", random: []string{"password", "postgres-password"}, fixed: map[string]string{"username": "openproject"}},
+				secretDef{name: "openproject-db", namespace: "openproject", dir: dir, random: []string{"password", "postgres-password"}, fixed: map[string]string{"username": "openproject"}},
 			)
 		}
 	}
@@ -126,11 +135,11 @@ type Store interface {
 }
 
 // AppSecrets returns the Secret manifests the lab's apps and dashboards
-// need, as one multi-document YAML kept encrypted in the state folder
-// (StateFileAppSecrets): created on first use, and extended (never
-// regenerated) when apps are added. They hold passwords: never print
-// them or write them into the repository. changed says whether the store
-// was written.
+// need, in the clear, as one multi-document YAML kept encrypted in the
+// state folder (StateFileAppSecrets): created on first use, and extended
+// (never regenerated) when apps are added. They hold passwords: never
+// print them; the repository gets them only SOPS-encrypted (Build).
+// changed says whether the store was written.
 func AppSecrets(lab *spec.Lab, st Store) (data []byte, changed bool, err error) {
 	existing := map[string]M{}
 	old, err := st.GetFile(StateFileAppSecrets)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
@@ -15,6 +16,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/homelab-dev/homelab/internal/sops"
 )
 
 // KustomizeConfig is kustomize's kustomization.yaml, limited to what the
@@ -30,6 +33,9 @@ type Object struct {
 	APIVersion, Kind, Namespace, Name string
 	// Value is a pointer to the API type (for example *helmv2.HelmRelease).
 	Value any
+	// SOPS is the metadata of a SOPS-encrypted manifest (nil in the
+	// clear); its encrypted values are in Value as ENC[...] strings.
+	SOPS *sops.Metadata
 }
 
 // newObject returns an empty value of the API type for apiVersion and
@@ -61,7 +67,9 @@ func newObject(apiVersion, kind string) (v any, namespaced bool, ok bool) {
 // Decode splits a multi-document YAML file and decodes every document
 // strictly into its Kubernetes or Flux API type: unknown fields,
 // duplicate keys, unknown kinds and missing names are errors, each
-// named by file and document number.
+// named by file and document number. A document with a top-level sops
+// key must be a SOPS-encrypted manifest with every value its rule selects
+// encrypted (sops.Inspect); the rest of it is decoded strictly.
 func Decode(file string, data []byte) ([]Object, error) {
 	var out []Object
 	var errs []error
@@ -98,6 +106,10 @@ func decodeOne(doc []byte) (Object, error) {
 	if err := json.Unmarshal(j, &tm); err != nil {
 		return Object{}, fmt.Errorf("not a manifest: %w", err)
 	}
+	var meta *sops.Metadata
+	if j, meta, err = stripSOPS(doc, j); err != nil {
+		return Object{}, err
+	}
 	v, namespaced, ok := newObject(tm.APIVersion, tm.Kind)
 	if !ok {
 		return Object{}, fmt.Errorf("unknown kind %q of %q", tm.Kind, tm.APIVersion)
@@ -110,7 +122,7 @@ func decodeOne(doc []byte) (Object, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Object{}, errors.New("trailing data after the manifest")
 	}
-	o := Object{APIVersion: tm.APIVersion, Kind: tm.Kind, Value: v}
+	o := Object{APIVersion: tm.APIVersion, Kind: tm.Kind, Value: v, SOPS: meta}
 	if m, ok := v.(metav1.Object); ok {
 		o.Name, o.Namespace = m.GetName(), m.GetNamespace()
 		if o.Name == "" {
@@ -129,7 +141,30 @@ func decodeOne(doc []byte) (Object, error) {
 	return o, nil
 }
 
-// IsManifest reports whether a path of the tree holds Kubernetes manifests.
-func IsManifest(path string) bool {
-	return (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) && !strings.HasSuffix(path, ".sops.yaml")
+// stripSOPS checks the sops key of an encrypted document and returns the
+// document's JSON without it; a document in the clear is returned as is.
+func stripSOPS(doc, j []byte) ([]byte, *sops.Metadata, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(j, &top); err != nil {
+		return nil, nil, fmt.Errorf("not a manifest: %w", err)
+	}
+	if _, ok := top["sops"]; !ok {
+		return j, nil, nil
+	}
+	meta, err := sops.Inspect(doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	delete(top, "sops")
+	j, err = json.Marshal(top)
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, meta, nil
+}
+
+// IsManifest reports whether a path of the tree holds Kubernetes
+// manifests (SOPS-encrypted ones included; not .sops.yaml, the rules).
+func IsManifest(p string) bool {
+	return (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) && path.Base(p) != ".sops.yaml"
 }

@@ -5,8 +5,10 @@
 // HelmReleases. The output is deterministic and every manifest decodes
 // strictly into the Kubernetes and Flux API types (see Decode).
 //
-// Application secrets (database and admin passwords) are not written to
-// the repository: AppSecrets generates them as Kubernetes Secret
-// manifests that live in the encrypted state folder and are applied to
-// the cluster when Flux is bootstrapped.
+// Application secrets (database and admin passwords) are generated once
+// by AppSecrets into the encrypted state folder and written to the
+// repository only SOPS-encrypted with age (EncryptSecrets, internal/sops)
+// for the lab's key, which Flux's kustomize-controller holds as
+// flux-system/sops-age. Build renders the whole tree, secrets included,
+// from the spec and the state folder.
 package gitops

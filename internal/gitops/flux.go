@@ -36,8 +36,9 @@ const maxComponents = 32 << 20
 // Bootstrapper installs Flux into a cluster and points it at the lab's
 // repository: it downloads Flux's install manifests for FluxVersion,
 // applies them (server-side apply), waits for Flux's API types, creates
-// the secrets Flux and the apps need, and applies the repository's
-// gotk-sync.yaml, after which Flux reconciles everything else from Git.
+// the secrets Flux needs (the SOPS age key, the Git credentials), and
+// applies the repository's gotk-sync.yaml, after which Flux reconciles
+// everything else from Git, the apps' SOPS-encrypted secrets included.
 type Bootstrapper struct {
 	// Kube talks to the Kubernetes API at Server with the admin's
 	// credentials (see bootstrap.Kubeconfig.HTTPClient).
@@ -55,8 +56,6 @@ type Bootstrapper struct {
 	Components []byte
 	// Sync is the tree's clusters/<lab>/flux-system/gotk-sync.yaml.
 	Sync []byte
-	// AppSecrets are the Secret manifests of AppSecrets.
-	AppSecrets []byte
 	// SOPSIdentity is the age identity of the lab (flux-system/sops-age).
 	SOPSIdentity []byte
 	// GitSecret holds the data of the flux-system secret Flux uses to
@@ -134,16 +133,13 @@ func (b *Bootstrapper) Run(ctx context.Context) error {
 	}
 	b.progress("flux components applied (%d objects)", len(docs))
 
-	secrets, err := b.secrets()
-	if err != nil {
-		return fmt.Errorf("bootstrapping flux: %w", err)
-	}
+	secrets := b.secrets()
 	for _, d := range secrets {
 		if err := b.apply(ctx, d); err != nil {
 			return fmt.Errorf("bootstrapping flux: creating secrets: %w", err)
 		}
 	}
-	b.progress("flux and app secrets created (%d objects)", len(secrets))
+	b.progress("flux secrets created (%d objects)", len(secrets))
 
 	sync, err := manifests(b.Sync)
 	if err != nil {
@@ -223,7 +219,7 @@ func manifests(data []byte) ([]map[string]any, error) {
 	return out, nil
 }
 
-func (b *Bootstrapper) secrets() ([]map[string]any, error) {
+func (b *Bootstrapper) secrets() []map[string]any {
 	var out []map[string]any
 	secret := func(name string, data map[string][]byte) map[string]any {
 		d := map[string]any{}
@@ -242,24 +238,7 @@ func (b *Bootstrapper) secrets() ([]map[string]any, error) {
 	if b.GitSecret != nil {
 		out = append(out, secret(GitCredentialsSecret, b.GitSecret))
 	}
-	if len(b.AppSecrets) > 0 {
-		apps, err := manifests(b.AppSecrets)
-		if err != nil {
-			return nil, errors.New("the app secrets are not manifests")
-		}
-		// Their namespaces, which Flux would create only later.
-		seen := map[string]bool{}
-		for _, s := range apps {
-			meta, _ := s["metadata"].(map[string]any)
-			ns, _ := meta["namespace"].(string)
-			if ns != "" && !seen[ns] {
-				seen[ns] = true
-				out = append(out, map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
-			}
-		}
-		out = append(out, apps...)
-	}
-	return out, nil
+	return out
 }
 
 // resource finds the plural name and scope of an object's kind through

@@ -135,14 +135,7 @@ func newFlux(t *testing.T) (*Bootstrapper, *fakeKube, string) {
 
 	lab := referenceLab(t)
 	st := memStore{}
-	if _, _, err := SOPSKey(st); err != nil {
-		t.Fatal(err)
-	}
-	appSecrets, _, err := AppSecrets(lab, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	arts, err := Tree(lab, Options{})
+	arts, err := Build(lab, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +147,7 @@ func newFlux(t *testing.T) (*Bootstrapper, *fakeKube, string) {
 		Kube: ks.Client(), Server: ks.URL,
 		Fetch:         cs.Client(),
 		ComponentsURL: cs.URL + strings.TrimPrefix(ComponentsURL(FluxVersion), "https://github.com"),
-		Sync:          sync, AppSecrets: appSecrets, SOPSIdentity: st[StateFileSOPSAgeKey],
+		Sync:          sync, SOPSIdentity: st[StateFileSOPSAgeKey],
 		GitSecret:    map[string][]byte{"identity": []byte("-----BEGIN OPENSSH PRIVATE KEY-----\ntest\n"), "known_hosts": []byte("10.10.1.5 ssh-ed25519 AAAA\n")},
 		Timeout:      2 * time.Second,
 		PollInterval: 20 * time.Millisecond,
@@ -171,16 +164,10 @@ func TestFluxBootstrap(t *testing.T) {
 		"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/kustomizations.kustomize.toolkit.fluxcd.io",
 		"/api/v1/namespaces/flux-system/serviceaccounts/source-controller",
 		"/apis/apps/v1/namespaces/flux-system/deployments/source-controller",
-		// Secrets: SOPS key, Git credentials, the apps' namespaces and secrets.
+		// Secrets: the SOPS key and the Git credentials only; the apps'
+		// secrets come SOPS-encrypted from the repository.
 		"/api/v1/namespaces/flux-system/secrets/sops-age",
 		"/api/v1/namespaces/flux-system/secrets/flux-system",
-		"/api/v1/namespaces/monitoring",
-		"/api/v1/namespaces/nextcloud",
-		"/api/v1/namespaces/openproject",
-		"/api/v1/namespaces/monitoring/secrets/grafana-admin",
-		"/api/v1/namespaces/nextcloud/secrets/nextcloud-admin",
-		"/api/v1/namespaces/nextcloud/secrets/nextcloud-db",
-		"/api/v1/namespaces/openproject/secrets/openproject-db",
 		// The sync, once Flux's CRDs are established.
 		"/apis/source.toolkit.fluxcd.io/v1/namespaces/flux-system/gitrepositories/flux-system",
 		"/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/flux-system",

@@ -7,23 +7,56 @@ import (
 	"flag"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"filippo.io/age"
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/homelab-dev/homelab/internal/firewall"
+	"github.com/homelab-dev/homelab/internal/sops"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// testRecipient is a fixed age recipient (the public half only).
-const testRecipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+// testIdentity is a fixed age key made for these tests (no secret), and
+// testRecipient its public half: the golden tree's .sops.yaml and SOPS
+// files name it.
+const (
+	testIdentity  = "AGE-SECRET-KEY-1XJVAMVP2UHS0PHLFGGC4TQSXWLR75A5XU2H7SU4C7ND4P6Z4Z87Q3FEP4J"
+	testRecipient = "age10uzn8ykxt0vuw3u06s37t50e4f60k0vnh5wvp2f29ufzv7mj2vmsqpnun8"
+)
+
+// testStore is a state folder holding the test key.
+func testStore() memStore {
+	return memStore{StateFileSOPSAgeKey: []byte(testIdentity + "\n")}
+}
+
+// normalize hides what changes with every encryption (data key, IVs,
+// tags, ciphertexts, time) in the SOPS files, keeping their layout, keys
+// and types, so that they can be golden files.
+func normalize(p string, data []byte) []byte {
+	if !strings.HasSuffix(p, ".sops.yaml") {
+		return data
+	}
+	s := encRe.ReplaceAllString(string(data), "ENC[AES256_GCM,data:<ciphertext>,iv:<iv>,tag:<tag>,type:$1]")
+	s = lastModRe.ReplaceAllString(s, `lastmodified: "<time>"`)
+	s = armorRe.ReplaceAllString(s, "$1$2<the data key, age-encrypted>\n$3")
+	return []byte(s)
+}
+
+var (
+	encRe     = regexp.MustCompile(`ENC\[AES256_GCM,data:[^,]*,iv:[^,]*,tag:[^,]*,type:([a-z]+)\]`)
+	lastModRe = regexp.MustCompile(`lastmodified: "[^"]*"`)
+	armorRe   = regexp.MustCompile(`(?s)(( *)-----BEGIN AGE ENCRYPTED FILE-----\n).*?\n( *-----END AGE ENCRYPTED FILE-----)`)
+)
 
 func referenceLab(t *testing.T) *spec.Lab {
 	t.Helper()
@@ -36,7 +69,8 @@ func referenceLab(t *testing.T) *spec.Lab {
 
 func TestTreeGolden(t *testing.T) {
 	lab := referenceLab(t)
-	arts, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	st := testStore()
+	arts, err := Build(lab, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +80,7 @@ func TestTreeGolden(t *testing.T) {
 		for _, a := range arts {
 			p := filepath.Join(dir, filepath.FromSlash(a.Path))
 			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, a.Data, 0o644); err != nil {
+			if err := os.WriteFile(p, normalize(a.Path, a.Data), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -59,8 +93,8 @@ func TestTreeGolden(t *testing.T) {
 			t.Errorf("%s: no golden file (run go test -update): %v", a.Path, err)
 			continue
 		}
-		if !bytes.Equal(a.Data, want) {
-			t.Errorf("%s differs from its golden file (run go test -update and review the diff):\n%s", a.Path, a.Data)
+		if got := normalize(a.Path, a.Data); !bytes.Equal(got, want) {
+			t.Errorf("%s differs from its golden file (run go test -update and review the diff):\n%s", a.Path, got)
 		}
 	}
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -73,13 +107,18 @@ func TestTreeGolden(t *testing.T) {
 		return nil
 	})
 
-	again, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	// Same state folder: the same bytes, encrypted secrets included (they
+	// are reused, not encrypted again).
+	again, err := Build(lab, st)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(again) != len(arts) {
+		t.Fatalf("second build has %d files, first %d", len(again), len(arts))
+	}
 	for i := range arts {
 		if arts[i].Path != again[i].Path || !bytes.Equal(arts[i].Data, again[i].Data) {
-			t.Errorf("second render of %s differs: the tree is not deterministic", arts[i].Path)
+			t.Errorf("second build of %s differs: the tree is not stable", arts[i].Path)
 		}
 	}
 }
@@ -88,14 +127,23 @@ func TestTreeGolden(t *testing.T) {
 // type with unknown fields rejected, and checks the wiring between them.
 func TestTreeDecodesStrictly(t *testing.T) {
 	lab := referenceLab(t)
-	arts, err := Tree(lab, Options{SOPSRecipient: testRecipient})
+	st := testStore()
+	arts, err := Build(lab, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.ParseX25519Identity(testIdentity)
 	if err != nil {
 		t.Fatal(err)
 	}
 	files := map[string]bool{}
 	for _, a := range arts {
 		files[a.Path] = true
+		for d := path.Dir(a.Path); d != "."; d = path.Dir(d) {
+			files[d] = true // folders, which kustomizations may list
+		}
 	}
+	var secrets []string
 	kinds := map[string]int{}
 	var releases []*helmv2.HelmRelease
 	var fluxKs []*kustomizev1.Kustomization
@@ -122,7 +170,31 @@ func TestTreeDecodesStrictly(t *testing.T) {
 			case *corev1.Namespace:
 				namespaces[v.Name] = true
 			case *corev1.Secret:
-				t.Errorf("%s: Secret %s in the repository", a.Path, v.Name)
+				if o.SOPS == nil {
+					t.Errorf("%s: Secret %s in the clear in the repository", a.Path, v.Name)
+					continue
+				}
+				if got := o.SOPS.Recipients(); len(got) != 1 || got[0] != testRecipient || o.SOPS.EncryptedRegex != sops.KubernetesRegex {
+					t.Errorf("%s: encrypted to %v with rule %q, want %s and %s", a.Path, got, o.SOPS.EncryptedRegex, testRecipient, sops.KubernetesRegex)
+				}
+				// In the cluster it is the Secret in the clear.
+				plain, err := sops.Decrypt(a.Data, id)
+				if err != nil {
+					t.Errorf("%s: %v", a.Path, err)
+					continue
+				}
+				dec, err := Decode(a.Path, plain)
+				if err != nil || len(dec) != 1 || dec[0].SOPS != nil {
+					t.Errorf("%s decrypted: %v", a.Path, err)
+					continue
+				}
+				sec := dec[0].Value.(*corev1.Secret)
+				for k, v := range sec.StringData {
+					if v == "" {
+						t.Errorf("%s: %s is empty", a.Path, k)
+					}
+				}
+				secrets = append(secrets, a.Path+" "+sec.Namespace+"/"+sec.Name)
 			case *KustomizeConfig:
 				// Every resource a kustomization.yaml lists exists, except
 				// Flux's components, fetched at bootstrap.
@@ -135,8 +207,17 @@ func TestTreeDecodesStrictly(t *testing.T) {
 			}
 		}
 	}
-	if kinds["HelmRelease"] != 8 || kinds["Kustomization"] != 6 {
-		t.Errorf("kinds = %v, want 8 HelmReleases and 6 Kustomizations (3 Flux, 3 kustomize)", kinds)
+	if kinds["HelmRelease"] != 8 || kinds["Kustomization"] != 8 || kinds["Secret"] != 4 {
+		t.Errorf("kinds = %v, want 8 HelmReleases, 8 Kustomizations (3 Flux, 5 kustomize), 4 Secrets", kinds)
+	}
+	wantSecrets := []string{
+		"apps/nextcloud/nextcloud-admin.sops.yaml nextcloud/nextcloud-admin",
+		"apps/nextcloud/nextcloud-db.sops.yaml nextcloud/nextcloud-db",
+		"apps/openproject/openproject-db.sops.yaml openproject/openproject-db",
+		"infrastructure/controllers/grafana-admin.sops.yaml monitoring/grafana-admin",
+	}
+	if strings.Join(secrets, "\n") != strings.Join(wantSecrets, "\n") {
+		t.Errorf("encrypted secrets:\n%s\nwant:\n%s", strings.Join(secrets, "\n"), strings.Join(wantSecrets, "\n"))
 	}
 	// Each Flux Kustomization points at a folder of the tree (Flux
 	// generates a kustomization.yaml where there is none, as in
@@ -149,6 +230,10 @@ func TestTreeDecodesStrictly(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("Flux Kustomization %s points at %s, which holds nothing", k.Name, k.Spec.Path)
+		}
+		// Those holding encrypted secrets decrypt them with the lab's key.
+		if k.Name != "flux-system" && (k.Spec.Decryption == nil || k.Spec.Decryption.Provider != "sops" || k.Spec.Decryption.SecretRef == nil || k.Spec.Decryption.SecretRef.Name != SOPSAgeSecret) {
+			t.Errorf("Flux Kustomization %s does not decrypt with sops and %s: %+v", k.Name, SOPSAgeSecret, k.Spec.Decryption)
 		}
 	}
 	for _, r := range releases {
@@ -189,9 +274,9 @@ func TestTreeContent(t *testing.T) {
 		{"infrastructure/controllers/kube-prometheus-stack.yaml", "nginx.ingress.kubernetes.io/whitelist-source-range: " + allow},
 		{"infrastructure/controllers/kube-prometheus-stack.yaml", "ingressClassName: nginx-admin"},
 		{"infrastructure/controllers/victoria-logs.yaml", "ingressClassName: nginx-admin"},
-		{"apps/nextcloud.yaml", "size: 20Gi"},
-		{"apps/nextcloud.yaml", "host: nextcloud." + lab.Name + ".home.arpa"},
-		{"apps/openproject.yaml", "ingressClassName: nginx\n"},
+		{"apps/nextcloud/nextcloud.yaml", "size: 20Gi"},
+		{"apps/nextcloud/nextcloud.yaml", "host: nextcloud." + lab.Name + ".home.arpa"},
+		{"apps/openproject/openproject.yaml", "ingressClassName: nginx\n"},
 		{"infrastructure/controllers/ingress-nginx.yaml", "hostPort:\n        enabled: true\n        ports:\n          http: 80\n          https: 443"},
 	}
 	for _, tt := range tests {
@@ -315,8 +400,14 @@ func TestAppSecrets(t *testing.T) {
 	if err != nil || changed || !bytes.Equal(first, second) {
 		t.Errorf("second AppSecrets() changed=%v err=%v equal=%v; want the same secrets, no write", changed, err, bytes.Equal(first, second))
 	}
-	// No password reaches the repository.
-	arts, _ := Tree(lab, Options{})
+	// No password reaches the repository in the clear.
+	if _, _, err := SOPSKey(st); err != nil {
+		t.Fatal(err)
+	}
+	arts, err := Build(lab, st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, o := range objs {
 		for _, v := range o.Value.(*corev1.Secret).StringData {
 			if len(v) < 20 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/homelab-dev/homelab/internal/render"
+	"github.com/homelab-dev/homelab/internal/sops"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
 
@@ -24,6 +26,31 @@ type Options struct {
 	// written to .sops.yaml so that secrets added to the repository later
 	// are encrypted for the cluster. Empty leaves .sops.yaml out.
 	SOPSRecipient string
+	// Secrets are the SOPS-encrypted Secret manifests of the apps and
+	// dashboards (see Build and EncryptSecrets), each listed in the
+	// kustomization.yaml of its folder (apps/<app> or
+	// infrastructure/controllers). None leaves them out: the tree is then
+	// only good for its Flux sync files.
+	Secrets []render.Artifact
+}
+
+// Build renders the lab's whole repository in one call: the SOPS age key
+// and the app passwords are read from the state folder (created on first
+// use), the passwords are SOPS-encrypted to the lab's key (the previous
+// encrypted files are kept while the passwords and recipients are the
+// same, so that a run with nothing new changes no byte), and the tree
+// lists them. Writing the result into a Git repository puts no secret
+// in the clear there.
+func Build(lab *spec.Lab, st Store) ([]render.Artifact, error) {
+	recipient, _, err := SOPSKey(st)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := EncryptSecrets(lab, st, recipient)
+	if err != nil {
+		return nil, err
+	}
+	return Tree(lab, Options{SOPSRecipient: recipient, Secrets: secrets})
 }
 
 // Repository is where Flux pulls the lab's repository from:
@@ -76,10 +103,17 @@ func Tree(lab *spec.Lab, opts Options) ([]render.Artifact, error) {
 		fluxKustomization("flux-system", "./"+cluster, nil, false),
 	)
 	t.add(cluster+"/flux-system/kustomization.yaml", kustomization("gotk-components.yaml", "gotk-sync.yaml"))
-	t.add(cluster+"/infrastructure.yaml", fluxKustomization("infrastructure", "./infrastructure/controllers", nil, true))
-	appsK := fluxKustomization("apps", "./apps", []string{"infrastructure"}, true)
-	appsK["spec"].(M)["decryption"] = M{"provider": "sops", "secretRef": M{"name": SOPSAgeSecret}}
-	t.add(cluster+"/apps.yaml", appsK)
+	// Both hold SOPS-encrypted Secrets that kustomize-controller decrypts
+	// with the lab's age key (flux-system/sops-age).
+	t.add(cluster+"/infrastructure.yaml", withDecryption(fluxKustomization("infrastructure", "./"+infraDir, nil, true)))
+	t.add(cluster+"/apps.yaml", withDecryption(fluxKustomization("apps", "./apps", []string{"infrastructure"}, true)))
+
+	// The encrypted secrets, by folder.
+	secretFiles := map[string][]string{}
+	for _, a := range opts.Secrets {
+		dir, file := path.Split(a.Path)
+		secretFiles[strings.TrimSuffix(dir, "/")] = append(secretFiles[strings.TrimSuffix(dir, "/")], file)
+	}
 
 	// Infrastructure.
 	appsNet, _ := lab.NetworkByRole(spec.RoleApps)
@@ -93,19 +127,34 @@ func Tree(lab *spec.Lab, opts Options) ([]render.Artifact, error) {
 	addInfra("local-path-provisioner.yaml", localPath()...)
 	addInfra("kube-prometheus-stack.yaml", monitoring(lab, adminCIDRs)...)
 	addInfra("victoria-logs.yaml", logging(lab, adminCIDRs)...)
-	t.add("infrastructure/controllers/kustomization.yaml", kustomization(infra...))
+	t.add(infraDir+"/kustomization.yaml", kustomization(append(infra, takeSecrets(secretFiles, infraDir)...)...))
 
-	// Applications.
-	var appFiles []string
+	// Applications, one folder each.
+	var appDirs []string
 	for _, a := range apps {
-		t.add("apps/"+a.file, a.objs...)
-		appFiles = append(appFiles, a.file)
+		dir := "apps/" + a.name
+		t.add(dir+"/"+a.name+".yaml", a.objs...)
+		t.add(dir+"/kustomization.yaml", kustomization(append([]string{a.name + ".yaml"}, takeSecrets(secretFiles, dir)...)...))
+		appDirs = append(appDirs, a.name)
 	}
-	t.add("apps/kustomization.yaml", kustomization(appFiles...))
+	t.add("apps/kustomization.yaml", kustomization(appDirs...))
 
+	if len(secretFiles) > 0 {
+		dirs := slices.Sorted(maps.Keys(secretFiles))
+		return nil, fmt.Errorf("rendering the gitops tree: encrypted secrets in %s, which no kustomization lists", strings.Join(dirs, ", "))
+	}
 	arts, err := t.artifacts()
 	if err != nil {
 		return nil, fmt.Errorf("rendering the gitops tree: %w", err)
+	}
+	for _, a := range opts.Secrets {
+		if !strings.HasSuffix(a.Path, ".sops.yaml") {
+			return nil, fmt.Errorf("rendering the gitops tree: secret %s is not named *.sops.yaml", a.Path)
+		}
+		if _, err := sops.Inspect(a.Data); err != nil {
+			return nil, fmt.Errorf("rendering the gitops tree: %s: %w", a.Path, err)
+		}
+		arts = append(arts, render.Artifact{Path: a.Path, Data: a.Data})
 	}
 	if opts.SOPSRecipient != "" {
 		if !strings.HasPrefix(opts.SOPSRecipient, "age1") {
@@ -116,6 +165,19 @@ func Tree(lab *spec.Lab, opts Options) ([]render.Artifact, error) {
 	arts = append(arts, render.Artifact{Path: "README.md", Data: readme(lab, repo)})
 	slices.SortFunc(arts, func(a, b render.Artifact) int { return strings.Compare(a.Path, b.Path) })
 	return arts, nil
+}
+
+// takeSecrets returns the sorted secret files of a folder and forgets them.
+func takeSecrets(files map[string][]string, dir string) []string {
+	f := files[dir]
+	delete(files, dir)
+	slices.Sort(f)
+	return f
+}
+
+func withDecryption(k M) M {
+	k["spec"].(M)["decryption"] = M{"provider": "sops", "secretRef": M{"name": SOPSAgeSecret}}
+	return k
 }
 
 type tree struct {
@@ -241,14 +303,18 @@ func adminSources(lab *spec.Lab) (string, error) {
 	return strings.Join(s, ","), nil
 }
 
+// sopsConfig is .sops.yaml: the rule homelab encrypts the apps' secrets
+// with (EncryptSecrets), for the sops command.
 func sopsConfig(recipient string) []byte {
-	return []byte(`# SOPS rules of this repository: Secret manifests added under apps/ are
-# encrypted for the lab's age key (kept in the encrypted state folder and
-# given to Flux as the flux-system/` + SOPSAgeSecret + ` secret), e.g.
-#   sops --encrypt --in-place apps/my-secret.yaml
+	return []byte(`# SOPS rules of this repository. Secrets are files named *.sops.yaml,
+# one Secret per file, encrypted for the lab's age key (kept in the
+# encrypted state folder and given to Flux as the flux-system/` + SOPSAgeSecret + `
+# secret). homelab writes the apps' secrets this way; for one of yours:
+#   sops --encrypt --in-place apps/<app>/my-secret.sops.yaml
+# and list it in that folder's kustomization.yaml.
 creation_rules:
-  - path_regex: .*\.ya?ml$
-    encrypted_regex: ^(data|stringData)$
+  - path_regex: \.sops\.ya?ml$
+    encrypted_regex: ` + sops.KubernetesRegex + `
     age: ` + recipient + "\n")
 }
 
@@ -266,10 +332,12 @@ Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles 
   admin network and the VPN, host ports ` + fmt.Sprint(AdminHTTPPort, "/", AdminHTTPSPort) + ` on the workers), cert-manager,
   local-path-provisioner (default storage class), kube-prometheus-stack,
   VictoriaLogs.
-- apps: the applications of lab.yaml.
+- apps/<app>: the applications of lab.yaml, one folder each.
 
-Application secrets are not in this repository: they live in the lab's
-encrypted state folder (` + StateFileAppSecrets + `) and are applied when Flux is
-bootstrapped. Secrets you add here must be SOPS-encrypted (see .sops.yaml).
+Secrets (*.sops.yaml: the apps' database and admin passwords, Grafana's
+admin password) are SOPS-encrypted with age for the lab's key; Flux
+decrypts them in the cluster. The key and the passwords in the clear stay
+in the lab's encrypted state folder. Secrets you add here must be
+encrypted the same way (see .sops.yaml).
 `)
 }
