@@ -19,8 +19,9 @@ func (n *Node) newKubeServer() (*http.Server, error) {
 	mux.HandleFunc("GET /livez", kubeOK)
 	mux.HandleFunc("GET /healthz", n.kubeReady)
 	mux.HandleFunc("GET /version", n.kubeVersionHandler)
+	n.registerKubeObjects(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		kubeStatus(w, http.StatusNotFound, "NotFound", "the "+Marker+" kube-apiserver serves only /readyz, /livez, /healthz and /version")
+		kubeStatus(w, http.StatusNotFound, "NotFound", "the "+Marker+" kube-apiserver serves only /readyz, /livez, /healthz, /version, and what removing a node needs (get, patch and delete a node, list its pods, evict them)")
 	})
 	return &http.Server{
 		Handler:           kubeAuth(mux),

@@ -72,6 +72,10 @@ type Node struct {
 	AdminAddr netip.Addr
 	// AppsAddr is where a worker's ingress ports listen; zero means all.
 	AppsAddr netip.Addr
+	// CertIPs are more addresses the certificates the node issues itself
+	// are valid for: where clients reach it when it listens elsewhere
+	// (tests forwarding a lab's addresses to loopback).
+	CertIPs []netip.Addr
 	// Ports; zero means the Default* port. With EphemeralPorts every
 	// listener takes a free port instead (tests; see Addr).
 	TalosPort, KubePort, HTTPPort, HTTPSPort int
@@ -114,6 +118,8 @@ type Node struct {
 	applied   *appliedConfig
 	events    []Event
 	down      time.Time // rebooting until then
+	kubeNodes map[string]*kubeNode
+	kubePods  []*kubePod
 	listeners map[Service]net.Listener
 	// explicit TLS material (Certs given at start) is kept; otherwise
 	// the node serves ephemeral certificates until configured and then
@@ -301,6 +307,9 @@ func (n *Node) Listen() error {
 	}
 	if err := n.setTLS(); err != nil {
 		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
+	}
+	if n.role() == RoleControlPlane && n.state.Bootstrapped {
+		n.registerKubeNode(n.Name, n.kubeVersion())
 	}
 	want := map[Service]string{ServiceTalos: hostPort(n.AdminAddr, n.port(n.TalosPort, DefaultTalosPort))}
 	if n.role() == RoleControlPlane {

@@ -255,7 +255,7 @@ func TestKubeAPI(t *testing.T) {
 		{"version without certificate", "/version", nil, 401, "Unauthorized"},
 		{"version", "/version", &p.kubeClient, 200, `"gitVersion": "v1.36.3"`},
 		{"readyz with foreign certificate", "/readyz", &other.kubeClient, 0, ""},
-		{"unknown path", "/api/v1/pods", &p.kubeClient, 404, "homelab stand-in"},
+		{"unknown path", "/api/v1/namespaces", &p.kubeClient, 404, "homelab stand-in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

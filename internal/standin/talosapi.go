@@ -298,6 +298,7 @@ func (a *talosAPI) Bootstrap(context.Context, *machine.BootstrapRequest) (*machi
 		return nil, status.Errorf(codes.Internal, "storing the bootstrap: %v", err)
 	}
 	a.n.event(EventBootstrapped, "no etcd runs here")
+	a.n.registerKubeNode(a.n.Name, a.n.kubeVersion())
 	return &machine.BootstrapResponse{Messages: []*machine.Bootstrap{{Metadata: a.meta()}}}, nil
 }
 

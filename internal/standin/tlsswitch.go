@@ -60,7 +60,7 @@ func (n *Node) ips() []netip.Addr {
 	if n.AdminAddr.IsValid() {
 		ips = append(ips, n.AdminAddr)
 	}
-	return ips
+	return append(ips, n.CertIPs...)
 }
 
 // splitSANs separates IP addresses from DNS names.

@@ -63,7 +63,14 @@ func (t *trustdAPI) Certificate(ctx context.Context, req *security.CertificateRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	n.log().Info(Marker+" trustd signed a certificate", "for", firstName(req.GetCsr()))
+	joined := firstName(req.GetCsr())
+	n.log().Info(Marker+" trustd signed a certificate", "for", joined)
+	if dnsLabel.MatchString(joined) {
+		// Where a real worker's kubelet would register its Node.
+		n.mu.Lock()
+		n.registerKubeNode(joined, n.kubeVersion())
+		n.mu.Unlock()
+	}
 	return &security.CertificateResponse{Ca: ac.machineCA, Crt: crt}, nil
 }
 
