@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,6 +132,14 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 				tcp = append(tcp, uint16(hp), uint16(sp))
 			}
 			add(procDef{spec: procSpec{Name: g.NS, NS: g.NS, Argv: argv, TCP: tcp}})
+		case spec.MachineManager:
+			d, ok, err := p.gitServer(lab, g, arts)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				add(d)
+			}
 		}
 	}
 	if peer, ok := ClientPeer(lab, arts); ok {
@@ -147,4 +156,36 @@ func (p *Provider) daemons(lab *spec.Lab, topo *Topology, arts []render.Artifact
 		out[i].spec.Hash = specHash(out[i].spec.Argv[1:], files)
 	}
 	return out, nil
+}
+
+// gitServer is the manager's stand-in: the lab's Git repository served
+// over SSH on port 22 of its admin address by "homelab gitserver run",
+// as the manager VM serves it with sshd and git-shell. ok is false when
+// the repository lives elsewhere (gitops.repository: render made no
+// git/manager/* files). The repository is kept in the daemon's config
+// folder, so it goes with the lab, like the host key.
+func (p *Provider) gitServer(lab *spec.Lab, g Guest, arts []render.Artifact) (procDef, bool, error) {
+	hostKey, okKey := artifact(arts, "git/manager/ssh_host_ed25519_key")
+	auth, okAuth := artifact(arts, "git/manager/authorized_keys")
+	if !okKey && !okAuth {
+		return procDef{}, false, nil
+	}
+	if !okKey || !okAuth {
+		return procDef{}, false, fmt.Errorf("the rendered artifacts have only one of git/manager/ssh_host_ed25519_key and git/manager/authorized_keys")
+	}
+	a, ok := g.Machine.Address(spec.RoleAdmin)
+	if !ok {
+		return procDef{}, false, fmt.Errorf("%s has no admin address for its git server", g.Machine.Name)
+	}
+	dir := p.l.config(g.NS)
+	argv := []string{"gitserver", "run",
+		"--dir", filepath.Join(dir, "git"),
+		"--listen", net.JoinHostPort(a.String(), "22"),
+		"--host-key", filepath.Join(dir, "ssh_host_ed25519_key"),
+		"--authorized", filepath.Join(dir, "authorized_keys"),
+		"--repo", lab.Name}
+	return procDef{
+		files: map[string]render.Artifact{"ssh_host_ed25519_key": hostKey, "authorized_keys": auth},
+		spec:  procSpec{Name: g.NS, NS: g.NS, Argv: argv, TCP: []uint16{22}},
+	}, true, nil
 }
