@@ -18,8 +18,10 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/homelab-dev/homelab/internal/firewall"
+	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/sops"
 	"github.com/homelab-dev/homelab/internal/spec"
 )
@@ -518,4 +520,139 @@ func hostLine(b []byte) (host, key string, err error) {
 func mustB64(s string) []byte {
 	b, _ := base64.StdEncoding.DecodeString(s)
 	return b
+}
+
+// TestEncryptSecrets checks when the encrypted files are reused and when
+// they are written again.
+func TestEncryptSecrets(t *testing.T) {
+	lab := referenceLab(t)
+	st := testStore()
+	first, err := EncryptSecrets(lab, st, testRecipient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func(arts []render.Artifact) map[string][]byte {
+		m := map[string][]byte{}
+		for _, a := range arts {
+			m[a.Path] = a.Data
+		}
+		return m
+	}
+	before := files(first)
+	id, _ := age.ParseX25519Identity(testIdentity)
+
+	// Nothing changed: the same bytes.
+	again, err := EncryptSecrets(lab, st, testRecipient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, data := range files(again) {
+		if !bytes.Equal(data, before[p]) {
+			t.Errorf("%s was encrypted again with nothing changed", p)
+		}
+	}
+
+	// A password changed in the state folder: only its file changes, and
+	// it holds the new value.
+	plain := st[StateFileAppSecrets]
+	var docs [][]byte
+	for _, d := range splitDocs(plain) {
+		if bytes.Contains(d, []byte("name: nextcloud-admin")) {
+			var o M
+			if err := yaml.Unmarshal(d, &o); err != nil {
+				t.Fatal(err)
+			}
+			o["stringData"].(M)["password"] = "a-new-password-set-by-hand"
+			d, _ = yaml.Marshal(o)
+		}
+		docs = append(docs, bytes.TrimSuffix(d, []byte("\n")))
+	}
+	st[StateFileAppSecrets] = append(bytes.Join(docs, []byte("\n---\n")), '\n')
+	changed, err := EncryptSecrets(lab, st, testRecipient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, data := range files(changed) {
+		same := bytes.Equal(data, before[p])
+		if p == "apps/nextcloud/nextcloud-admin.sops.yaml" {
+			dec, err := sops.Decrypt(data, id)
+			if same || err != nil || !bytes.Contains(dec, []byte("a-new-password-set-by-hand")) {
+				t.Errorf("%s after a password change: same=%v, %v", p, same, err)
+			}
+		} else if !same {
+			t.Errorf("%s changed though its secret did not", p)
+		}
+	}
+
+	// Another lab key: every file is encrypted again, for it.
+	other, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st[StateFileSOPSAgeKey] = []byte(other.String() + "\n")
+	rekeyed, err := EncryptSecrets(lab, st, other.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range rekeyed {
+		if _, err := sops.Decrypt(a.Data, other); err != nil {
+			t.Errorf("%s after a key change: %v", a.Path, err)
+		}
+		if _, err := sops.Decrypt(a.Data, id); err == nil {
+			t.Errorf("%s still opens with the old key", a.Path)
+		}
+	}
+
+	// An app removed: its file goes, from the tree and from the state.
+	lab.GitOps.Apps = lab.GitOps.Apps[:1]
+	fewer, err := EncryptSecrets(lab, st, other.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range fewer {
+		if strings.Contains(a.Path, "openproject") {
+			t.Errorf("%s is still written after openproject was removed", a.Path)
+		}
+	}
+	if bytes.Contains(st[StateFileSealedSecrets], []byte("openproject")) {
+		t.Error("the state folder still keeps openproject's encrypted file")
+	}
+
+	// A damaged cache costs only a new encryption.
+	st[StateFileSealedSecrets] = []byte("{not json")
+	if _, err := EncryptSecrets(lab, st, other.Recipient().String()); err != nil {
+		t.Errorf("EncryptSecrets with a damaged cache = %v", err)
+	}
+}
+
+func TestDecodeEncrypted(t *testing.T) {
+	id, _ := age.ParseX25519Identity(testIdentity)
+	plain := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: ns1\nstringData:\n  password: hunter2-hunter2\n"
+	enc, err := sops.Encrypt([]byte(plain), sops.Options{Recipients: []string{id.Recipient().String()}, EncryptedRegex: sops.KubernetesRegex})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Decode("s.sops.yaml", enc)
+	if err != nil || len(objs) != 1 || objs[0].SOPS == nil || objs[0].Name != "s" {
+		t.Fatalf("Decode(encrypted) = %+v, %v", objs, err)
+	}
+	tests := []struct{ name, doc, want string }{
+		{"a value in the clear", strings.Replace(string(enc), "stringData:\n", "stringData:\n    leaked: hunter2-hunter2\n", 1), "stringData.leaked is not encrypted"},
+		{"no age key", plain + "sops:\n  lastmodified: '2026-01-01T00:00:00Z'\n  mac: x\n", "no age key"},
+		{"unknown field", strings.Replace(string(enc), "kind: Secret\n", "kind: Secret\ncolour: red\n", 1), `unknown field "colour"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode("s.sops.yaml", []byte(tt.doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Decode() = %v, want an error containing %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error quotes the secret: %v", err)
+			}
+		})
+	}
+	if IsManifest(".sops.yaml") || !IsManifest("apps/x/s.sops.yaml") {
+		t.Error("IsManifest: .sops.yaml holds rules, *.sops.yaml manifests")
+	}
 }

@@ -373,8 +373,13 @@ func setPlain(n *yaml.Node, typ string, b []byte, path []string) error {
 	switch typ {
 	case "str", "bytes":
 		n.Tag, n.Value = "!!str", string(b)
-		if strings.Contains(n.Value, "\n") {
+		switch {
+		case strings.Contains(n.Value, "\n"):
 			n.Style = yaml.LiteralStyle
+		case yaml11Bool(n.Value):
+			// YAML 1.1 readers (sigs.k8s.io/yaml, kubectl) take these
+			// for booleans; sops' encoder quotes them too.
+			n.Style = yaml.DoubleQuotedStyle
 		}
 	case "int", "int64":
 		if _, err := strconv.ParseInt(string(b), 10, 64); err != nil {
@@ -396,6 +401,15 @@ func setPlain(n *yaml.Node, typ string, b []byte, path []string) error {
 		return fmt.Errorf("%s: a value of type %s", pathString(path), typ)
 	}
 	return nil
+}
+
+// yaml11Bool says whether a YAML 1.1 reader takes a plain s for a boolean.
+func yaml11Bool(s string) bool {
+	switch strings.ToLower(s) {
+	case "y", "yes", "n", "no", "on", "off", "true", "false":
+		return s == strings.ToLower(s) || s == strings.ToUpper(s) || s == strings.ToUpper(s[:1])+s[1:]
+	}
+	return false
 }
 
 // macBytes is what the MAC hashes for a decrypted value of a type: sops

@@ -82,6 +82,7 @@ stringData:
   port: 5432
   ratio: 1.5
   enabled: true
+  answer: "yes"
   nested:
     - item-one
     - deeper: item-two
@@ -160,6 +161,9 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("Decrypt() = %v", err)
 				}
 				sameYAML(t, got, []byte(tt.plain))
+				if tt.name != "no values" && !bytes.Contains(got, []byte(`answer: "yes"`)) {
+					t.Errorf("a string a YAML 1.1 reader takes for a boolean is not quoted:\n%s", got)
+				}
 			}
 		})
 	}
