@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -47,10 +48,14 @@ type Server struct {
 
 	mu     sync.Mutex
 	ln     net.Listener
+	cancel context.CancelFunc
 	closed bool
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
 }
+
+// handshakeTimeout bounds how long a client may take to authenticate.
+const handshakeTimeout = 30 * time.Second
 
 // grant is what a key may do, from its authorized_keys options.
 type grant struct {
@@ -241,11 +246,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return net.ErrClosed
 	}
-	s.ln = ln
-	s.conns = map[net.Conn]bool{}
-	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.ln, s.cancel = ln, cancel
+	s.conns = map[net.Conn]bool{}
+	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	s.logf("git server: serving %s on %s", s.Dir, ln.Addr())
@@ -286,6 +291,10 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.cancel != nil {
+		// Ends the git commands still running.
+		s.cancel()
+	}
 	for c := range s.conns {
 		c.Close()
 	}
@@ -297,7 +306,9 @@ func (s *Server) Close() error {
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn, cfg *ssh.ServerConfig) {
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	c.SetDeadline(time.Time{})
 	if err != nil {
 		s.logf("git server: %s: refused: %v", c.RemoteAddr(), err)
 		return
