@@ -21,6 +21,7 @@ import (
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
+	"github.com/homelab-dev/homelab/internal/verify"
 )
 
 func sshKey(t *testing.T, comment string) ([]byte, string) {
@@ -40,8 +41,9 @@ func sshKey(t *testing.T, comment string) ([]byte, string) {
 // TestGitServerInLab builds the reference lab with the manager's git
 // server, pushes through the VPN (from the VPN client's namespace, as an
 // operator would through homelab's tunnel), reads the repository with
-// git, and checks that the internet cannot reach it and that destroy
-// removes it with its host key.
+// git, and checks that the internet cannot reach it, that verify's
+// policy holds with it running, and that destroy removes it with its
+// host key.
 func TestGitServerInLab(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Skip("needs the git binary (apt-get install git): the local git server runs it")
@@ -128,6 +130,16 @@ func TestGitServerInLab(t *testing.T) {
 	if c, err := dialRetry(topo.InternetNS, netip.AddrPortFrom(admin, 22).String(), 1); err == nil {
 		c.Close()
 		t.Errorf("from %s to the manager's ssh: connected, want filtered", topo.InternetNS)
+	}
+
+	// verify's probe of the manager's SSH now meets the git server: the
+	// policy still holds.
+	if rep, err := verify.Run(ctx, tl.lab, verify.Options{}); err != nil {
+		var b strings.Builder
+		if rep != nil {
+			rep.Print(&b)
+		}
+		t.Errorf("verify with the git server running: %v\n%s", err, b.String())
 	}
 
 	if _, _, err := tl.p.Teardown(ctx, apply.Options{}); err != nil {
