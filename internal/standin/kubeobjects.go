@@ -34,6 +34,8 @@ type kubePod struct {
 	// their node), mirror marks a static pod's mirror.
 	ownerKind string
 	mirror    bool
+	// protected pods refuse eviction as a PodDisruptionBudget would.
+	protected bool
 }
 
 // dnsLabel is what node, namespace and pod names look like.
@@ -66,6 +68,18 @@ func (n *Node) AddPod(namespace, name, nodeName, ownerKind string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.kubePods = append(n.kubePods, &kubePod{namespace: namespace, name: name, nodeName: nodeName, ownerKind: ownerKind})
+}
+
+// ProtectPod makes a pod placed with AddPod refuse eviction (429), as
+// one covered by a PodDisruptionBudget with no disruption allowed.
+func (n *Node) ProtectPod(namespace, name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.kubePods {
+		if p.namespace == namespace && p.name == name {
+			p.protected = true
+		}
+	}
 }
 
 // KubeNodes lists the Node objects (name and whether cordoned).
@@ -300,14 +314,20 @@ func (n *Node) evictPod(w http.ResponseWriter, r *http.Request) {
 	}
 	n.mu.Lock()
 	i := slices.IndexFunc(n.kubePods, func(p *kubePod) bool { return p.namespace == ns && p.name == name })
-	if i >= 0 {
+	protected := i >= 0 && n.kubePods[i].protected
+	if i >= 0 && !protected {
 		n.kubePods = slices.Delete(n.kubePods, i, i+1)
 	}
 	n.mu.Unlock()
-	if i < 0 {
+	switch {
+	case i < 0:
 		kubeStatus(w, http.StatusNotFound, "NotFound", fmt.Sprintf("pods %q not found", name))
 		return
+	case protected:
+		kubeStatus(w, http.StatusTooManyRequests, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+		return
 	}
+	n.log().Info(Marker+" pod evicted", "pod", ns+"/"+name)
 	writeJSON(w, http.StatusCreated, map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{}, "status": "Success", "code": 201})
 }
 

@@ -87,6 +87,8 @@ type Flow struct {
 	// PollInterval is the pause between attempts; CallTimeout bounds one
 	// API call.
 	PollInterval, CallTimeout time.Duration
+	// DrainTimeout bounds the eviction of one node's pods (RemoveNodes).
+	DrainTimeout time.Duration
 	// Progress receives one line per step (never secrets); nil is quiet.
 	Progress func(format string, args ...any)
 	// SkipHealth skips the health wait (the report is then empty).
