@@ -280,3 +280,34 @@ func TestTargetFromURL(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseGitCommand: the command a client asks for is outside input.
+// Parsing must not panic, and no accepted path may leave Dir.
+func FuzzParseGitCommand(f *testing.F) {
+	for _, s := range []string{"git-upload-pack '/srv/git/lab.git'", `git-receive-pack 'a'\''b'`, "git upload-pack lab.git", "git-upload-pack '/srv/git/../x.git'"} {
+		f.Add(s)
+	}
+	dir := f.TempDir()
+	srv := &Server{Dir: dir}
+	f.Fuzz(func(t *testing.T, cmd string) {
+		verb, path, err := parseGitCommand(cmd)
+		if err != nil {
+			return
+		}
+		if verb != "upload-pack" && verb != "receive-pack" {
+			t.Fatalf("parseGitCommand(%q) verb %q", cmd, verb)
+		}
+		// No repository exists in dir, so any accepted path is a bug;
+		// the name check runs before the existence check.
+		if got, err := srv.repoDir(path); err == nil {
+			t.Fatalf("repoDir(%q) = %q in an empty folder", path, got)
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(path, "/srv/git/"), "/")
+		if repoName.MatchString(strings.TrimSuffix(name, "/")) {
+			p := filepath.Join(dir, strings.TrimSuffix(name, "/"))
+			if filepath.Dir(p) != dir {
+				t.Fatalf("path %q maps outside %s: %s", path, dir, p)
+			}
+		}
+	})
+}
