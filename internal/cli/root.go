@@ -107,6 +107,7 @@ Start with:
 		newLBCmd(),
 		newGitopsCmd(),
 		newKubeconfigCmd(),
+		newUpgradeCmd(),
 		newGitserverCmd(),
 	// one line per command; each lives in its own file
 	)
