@@ -100,7 +100,7 @@ does not own, and it refuses to replace a guest that holds data unless
 // goes); apply runs every phase after it with default options.
 func runApply(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool) error {
 	if destroy {
-		_, err := runInfra(ctx, cmd, pf, true, allowDataLoss)
+		_, err := runInfra(ctx, cmd, pf, true, allowDataLoss, nil)
 		return err
 	}
 	return runPhases(ctx, cmd, applyOptions{pf: pf, allowDataLoss: allowDataLoss, until: "gitops"})
@@ -118,7 +118,7 @@ func runPhases(ctx context.Context, cmd *cobra.Command, o applyOptions) error {
 	out := cmd.OutOrStdout()
 	t0 := time.Now()
 	announce(out, phaseInfra, "the lab's networks, containers and machines")
-	lc, err := runInfra(ctx, cmd, o.pf, false, o.allowDataLoss)
+	lc, err := runInfra(ctx, cmd, o.pf, false, o.allowDataLoss, &o.cluster)
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,9 @@ func done(w io.Writer, p phase, since time.Time) {
 }
 
 // runInfra plans and carries out the plan, and returns the lab it loaded.
-func runInfra(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool) (*labContext, error) {
+// With drain set, Talos workers the plan deletes because they left the
+// spec are first drained out of Kubernetes and deleted from it.
+func runInfra(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy, allowDataLoss bool, drain *clusterOptions) (*labContext, error) {
 	t0 := time.Now()
 	r, err := makePlan(ctx, cmd, pf, destroy, allowDataLoss)
 	if err != nil {
@@ -179,6 +181,11 @@ func runInfra(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy
 	}
 	if err := p.Print(out); err != nil {
 		return nil, err
+	}
+	if drain != nil && !destroy {
+		if err := drainLeaving(ctx, out, r.lab, *drain, leavingWorkers(r.lab.Lab, p)); err != nil {
+			return nil, err
+		}
 	}
 	return r.lab, execute(ctx, cmd, r, pf, destroy, t0)
 }

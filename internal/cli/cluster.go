@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/provider/local"
 	"github.com/homelab-dev/homelab/internal/provider/local/ns"
 	"github.com/homelab-dev/homelab/internal/render"
@@ -271,7 +275,7 @@ func runCluster(ctx context.Context, w io.Writer, lc *labContext, o clusterOptio
 	}
 	flow.Dialer = d
 	flow.NodeTimeout, flow.HealthTimeout = o.nodeTimeout, o.healthTimeout
-	flow.Progress = func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
+	flow.Progress = progressLines(w)
 	names := make([]string, len(flow.Nodes))
 	for i, n := range flow.Nodes {
 		names[i] = n.Name
@@ -321,4 +325,68 @@ func clusterError(err error, nodeTimeout time.Duration) error {
 		return err
 	}
 	return withHint(err, "run homelab apply again once the cause is fixed (it resumes: configured nodes and a bootstrapped etcd are left alone); raise --health-timeout if the cluster is only slow")
+}
+
+// leavingWorkers names the Talos workers the plan deletes because they
+// left the spec: the machine resources (a local namespace, a Proxmox VM)
+// named <lab>-worker-N that the spec no longer has.
+func leavingWorkers(lab *spec.Lab, p *plan.Plan) []string {
+	inSpec := map[string]bool{}
+	for _, m := range lab.Machines() {
+		inSpec[m.Name] = true
+	}
+	worker := regexp.MustCompile(`^` + regexp.QuoteMeta(lab.Name) + `-worker-[0-9]+$`)
+	var out []string
+	for _, s := range p.Steps {
+		r := s.Resource()
+		if s.Action != plan.Delete || (r.Type != local.TypeNetns && r.Type != "vm") {
+			continue
+		}
+		if worker.MatchString(r.Name) && !inSpec[r.Name] && !slices.Contains(out, r.Name) {
+			out = append(out, r.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// drainLeaving takes the workers that left the spec out of Kubernetes
+// (cordon, evict, delete the Node) before the infra phase deletes their
+// machines. A lab never bootstrapped has nothing to drain.
+func drainLeaving(ctx context.Context, w io.Writer, lc *labContext, o clusterOptions, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := lc.Store.GetFile(bootstrap.FileKubeconfig); errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(w, "workers leaving the spec: %s (no kubeconfig stored: the cluster was never bootstrapped, nothing to drain)\n", strings.Join(names, ", "))
+		return nil
+	}
+	fmt.Fprintf(w, "workers leaving the spec: %s: draining them out of Kubernetes before their machines go\n", strings.Join(names, ", "))
+	d, how, err := reachAdmin(ctx, lc.Lab, lc.Store, tunnel.Mode(o.via), o.wgConfig)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fmt.Fprintf(w, "reaching the admin network %s\n", how)
+	flow, err := bootstrap.ForLab(lc.Lab, lc.Bundle, lc.Store)
+	if err != nil {
+		return err
+	}
+	flow.Dialer = d
+	flow.Progress = progressLines(w)
+	if err := flow.RemoveNodes(ctx, names); err != nil {
+		return withHint(err, "the machines were left in place; fix the cause (a PodDisruptionBudget that never allows the eviction, an unreachable API) and run homelab apply again")
+	}
+	return nil
+}
+
+// progressLines prints a flow's progress as indented lines; the flow
+// reports from one goroutine per node, so writes are serialized.
+func progressLines(w io.Writer) func(format string, args ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "  "+format+"\n", args...)
+	}
 }

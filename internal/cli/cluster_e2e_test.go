@@ -98,7 +98,10 @@ func TestApplyBootstrapsLocalLab(t *testing.T) {
 		cp + ": etcd bootstrapped", "etcd: bootstrapped on " + cp + " in this run",
 		"cluster health (the nodes are homelab stand-ins", "homelab stand-ins (local provider), not Talos",
 		"kubeconfig and talosconfig: encrypted in " + stateDir,
-		"== phase cluster done in", "== phase 3/3 gitops", "Flux is not installed",
+		"== phase cluster done in", "== phase 3/3 gitops",
+		"gitops: pushed commit ", "to ssh://git@10.10.1.5/srv/git/" + name + ".git",
+		"Flux is NOT installed: the cluster is made of homelab stand-ins",
+		"apply: all phases done in",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first apply's output lacks %q", want)
@@ -211,6 +214,39 @@ func TestApplyBootstrapsLocalLab(t *testing.T) {
 		t.Errorf("the failing cluster phase took %s, want it bounded by the 3s node timeout", took)
 	}
 	t.Logf("stalled node: failed in %s: %v", took.Round(time.Millisecond), err)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+
+	// 4. A worker leaves the spec: drained out of Kubernetes (the
+	// stand-in's API keeps the Node objects) before its machine goes.
+	i := strings.Index(yaml, "  workers:\n    count: 2")
+	if i < 0 {
+		t.Fatal("the reference lab has no 'workers: count: 2' to change")
+	}
+	yaml = yaml[:i] + strings.Replace(yaml[i:], "count: 2", "count: 1", 1)
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, err = homelab("apply", "--until", "cluster", "--node-timeout", "60s", "--health-timeout", "60s")
+	if err != nil {
+		t.Fatalf("apply without %s: %v\nstdout:\n%s\nstderr:\n%s", stalled, err, out, errs)
+	}
+	for _, want := range []string{
+		"workers leaving the spec: " + stalled + ": draining them out of Kubernetes",
+		stalled + ": cordoned", stalled + ": node deleted from kubernetes",
+		"waiting for the Talos API of " + cp + ", " + name + "-worker-1 (",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply without %s: output lacks %q:\n%s", stalled, want, out)
+		}
+	}
+	if !strings.Contains(errs, "delete netns/"+stalled) {
+		t.Errorf("apply without %s did not delete its namespace:\n%s", stalled, errs)
+	}
+	if d, n := strings.Index(out, "node deleted from kubernetes"), strings.Index(out, "== phase infra done"); d < 0 || n < d {
+		t.Errorf("the node was not deleted from Kubernetes before the infra phase ended")
+	}
 }
 
 // standinState reads a stand-in's state file in the local provider's

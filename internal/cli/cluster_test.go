@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
@@ -225,5 +226,30 @@ func TestReachAdminModes(t *testing.T) {
 	_, _, err = reachAdmin(ctx, lab, store, tunnel.ModeTunnel, filepath.Join(t.TempDir(), "nope.conf"))
 	if err == nil || !strings.Contains(err.Error(), "nope.conf") {
 		t.Errorf("reachAdmin with a missing --wg-config = %v, want an error naming the file", err)
+	}
+}
+
+func TestLeavingWorkers(t *testing.T) {
+	lab, _, _ := openTestLab(t)
+	del := func(typ, name string) plan.Step {
+		return plan.Step{ID: typ + "/" + name, Action: plan.Delete, Observed: &plan.Resource{Type: typ, Name: name}}
+	}
+	w := lab.Name + "-worker-"
+	p := &plan.Plan{Steps: []plan.Step{
+		del("netns", w+"3"),   // local: a worker's namespace
+		del("process", w+"3"), // the same worker's stand-in: counted once
+		del("vm", w+"9"),      // proxmox: a worker's VM
+		del("vm", w+"1"),      // still in the spec (a replace's delete half): stays
+		del("vm", lab.Name+"-cp-2"),
+		del("netns", "other-worker-4"),
+		{ID: "vm/" + w + "5", Action: plan.Create, Desired: &plan.Resource{Type: "vm", Name: w + "5"}},
+	}}
+	got := leavingWorkers(lab, p)
+	want := []string{w + "3", w + "9"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("leavingWorkers = %v, want %v", got, want)
+	}
+	if got := leavingWorkers(lab, &plan.Plan{}); len(got) != 0 {
+		t.Errorf("leavingWorkers(empty plan) = %v, want none", got)
 	}
 }
