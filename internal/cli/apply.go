@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/homelab-dev/homelab/internal/apply"
+	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/provider"
 	"github.com/homelab-dev/homelab/internal/tunnel"
 )
@@ -42,6 +43,7 @@ type applyOptions struct {
 	allowDataLoss bool
 	until         string
 	cluster       clusterOptions
+	componentsURL string
 }
 
 func newApplyCmd() *cobra.Command {
@@ -93,6 +95,7 @@ does not own, and it refuses to replace a guest that holds data unless
 	f.BoolVar(&o.allowDataLoss, "allow-data-loss", false, "allow replacing guests whose disks hold data")
 	f.StringVar(&o.until, "until", "gitops", "the last phase to run: infra, cluster or gitops")
 	o.cluster.register(cmd)
+	f.StringVar(&o.componentsURL, "components-url", "", "where to download Flux's install manifests (default: the GitHub release of "+gitops.FluxVersion+")")
 	return cmd
 }
 
@@ -143,7 +146,7 @@ func runPhases(ctx context.Context, cmd *cobra.Command, o applyOptions) error {
 
 	t2 := time.Now()
 	announce(out, phaseGitops, "the GitOps repository and Flux")
-	if err := runGitops(ctx, out, lc, cl); err != nil {
+	if err := runGitops(ctx, out, lc, cl, fluxOptions{ComponentsURL: o.componentsURL}); err != nil {
 		return err
 	}
 	done(out, phaseGitops, t2)

@@ -18,11 +18,14 @@ import (
 )
 
 // runGitops is apply's gitops phase: the lab's repository built (secrets
-// encrypted with SOPS), pushed to the manager's Git server through the
-// same dialer as the cluster phase, then Flux bootstrapped from it and
-// its install manifests pushed beside the tree. A stand-in cluster cannot
-// run Flux: the phase says so and stops after the push.
-func runGitops(ctx context.Context, w io.Writer, lc *labContext, cl *clusterRun) error {
+// encrypted with SOPS) and pushed to the manager's Git server through the
+// same dialer as the cluster phase. On a real cluster Flux is bootstrapped
+// first (its install manifests downloaded and applied, its secrets and
+// sync created), then the tree is pushed with those manifests beside it,
+// in one commit, as flux bootstrap does; Flux then reconciles from it. A
+// stand-in cluster cannot run Flux: the tree is pushed and the phase says
+// plainly that Flux is not installed.
+func runGitops(ctx context.Context, w io.Writer, lc *labContext, cl *clusterRun, fo fluxOptions) error {
 	lab, store := lc.Lab, lc.Store
 	arts, err := gitopsTree(lab, store)
 	if err != nil {
@@ -32,14 +35,17 @@ func runGitops(ctx context.Context, w io.Writer, lc *labContext, cl *clusterRun)
 	ownRepo := lab.GitOps.Repository != ""
 	if ownRepo {
 		fmt.Fprintf(w, "gitops: gitops.repository is %s, which homelab does not push to: commit the tree of homelab gitops init there yourself\n", lab.GitOps.Repository)
-	} else if err := pushTree(ctx, w, lab, store, cl.dialer, arts, "homelab apply: the lab's repository"); err != nil {
-		return err
 	}
 	if cl.res != nil && cl.res.Standin {
+		if !ownRepo {
+			if err := pushTree(ctx, w, lab, store, cl.dialer, arts, "homelab apply: the lab's repository"); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintln(w, "gitops: Flux is NOT installed: the cluster is made of homelab stand-ins (local provider), which run no Kubernetes to install it into; the repository above is what Flux would reconcile on a real cluster")
 		return nil
 	}
-	b, err := bootstrapFlux(ctx, w, lab, store, cl.dialer, cl.kubeconfig, fluxOptions{})
+	b, err := bootstrapFlux(ctx, w, lab, store, cl.dialer, cl.kubeconfig, fo)
 	if err != nil {
 		return err
 	}
@@ -48,9 +54,9 @@ func runGitops(ctx context.Context, w io.Writer, lc *labContext, cl *clusterRun)
 		return nil
 	}
 	// Flux's own sync lists gotk-components.yaml: it belongs in the
-	// repository beside gotk-sync.yaml, as flux bootstrap commits it.
-	withComponents := append(arts, render.Artifact{Path: gitops.ComponentsPath(lab.Name), Data: b.Components})
-	return pushTree(ctx, w, lab, store, cl.dialer, withComponents, "homelab apply: Flux "+gitops.FluxVersion+" install manifests")
+	// repository beside gotk-sync.yaml.
+	arts = append(arts, render.Artifact{Path: gitops.ComponentsPath(lab.Name), Data: b.Components})
+	return pushTree(ctx, w, lab, store, cl.dialer, arts, "homelab apply: the lab's repository and Flux "+gitops.FluxVersion)
 }
 
 // gitopsTree is the lab's repository with its secrets encrypted to the
