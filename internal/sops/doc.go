@@ -28,9 +28,9 @@
 // homelab writes one Secret per file.
 //
 // Not supported (an error says so): PGP and cloud KMS keys, Shamir key
-// groups, comment-based rules, YAML aliases. Comments are kept as they
-// are (sops leaves them out of the MAC; encrypted comments stay encrypted
-// in Decrypt's output).
+// groups, comment-based rules, YAML aliases. Comments are not in the MAC;
+// Encrypt drops them (sops would encrypt those under encrypted keys) and
+// Decrypt keeps them as they are (encrypted ones stay encrypted).
 //
 // Errors name key paths and recipients, never values or keys.
 package sops

@@ -496,6 +496,10 @@ func Encrypt(plain []byte, opts Options) ([]byte, error) {
 				return nil, fmt.Errorf("sops: encrypting: document %d already has a sops key", i+1)
 			}
 		}
+		// sops encrypts the comments under encrypted keys; this package
+		// does not, so it drops every comment rather than leave one in
+		// the clear beside a secret.
+		dropComments(root)
 		err := walk(root, nil, func(n *yaml.Node, path []string) error {
 			typ, b, err := plainValue(n, path)
 			if err != nil || typ == "" {
@@ -544,6 +548,13 @@ func Encrypt(plain []byte, opts Options) ([]byte, error) {
 		meta.Age = append(meta.Age, AgeKey{Recipient: rc.String(), Enc: b.String()})
 	}
 	return emit(docs, metadataNode(meta), 4)
+}
+
+func dropComments(n *yaml.Node) {
+	n.HeadComment, n.LineComment, n.FootComment = "", "", ""
+	for _, c := range n.Content {
+		dropComments(c)
+	}
 }
 
 // metadataNode is the sops key as sops 3.10 writes it for age keys.
