@@ -389,7 +389,7 @@ func (f *Flow) waitState(ctx context.Context, n *Node, want nodeState) (nodeStat
 			return st, standin, nil
 		}
 		switch {
-		case err != nil && ctx.Err() != nil && last != nil:
+		case err != nil && cutByDeadline(ctx) && last != nil:
 			// cut by the deadline: keep the error that says why
 		case err != nil:
 			last = err

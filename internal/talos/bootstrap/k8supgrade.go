@@ -218,6 +218,16 @@ func (f *Flow) applyConfigured(ctx context.Context, n *Node, mode machine.ApplyC
 	return shortErr(err)
 }
 
+// cutByDeadline reports whether ctx ended, or is about to: a call cut by
+// its deadline may fail a little before ctx.Err() says so.
+func cutByDeadline(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < 100*time.Millisecond
+}
+
 // waitKubernetes waits until the node runs version and is healthy.
 func (f *Flow) waitKubernetes(ctx context.Context, n *Node, version string, kubeconfig []byte) error {
 	timeout := orDefault(f.NodeTimeout, DefaultNodeTimeout)
@@ -225,20 +235,24 @@ func (f *Flow) waitKubernetes(ctx context.Context, n *Node, version string, kube
 	defer cancel()
 	var last error
 	for {
+		var why error
 		v, err := f.nodeVersions(wctx, n)
 		switch {
-		case err != nil && wctx.Err() != nil && last != nil:
-			// cut by the deadline: keep the error that says why
 		case err != nil:
-			last = err
+			why = err
 		case !v.KubernetesAt(version):
-			last = fmt.Errorf("still at kubernetes %s", v.KubernetesSummary())
+			why = fmt.Errorf("still at kubernetes %s", v.KubernetesSummary())
 		default:
 			err := f.nodeHealthy(wctx, n, kubeconfig)
 			if err == nil {
 				return nil
 			}
-			last = fmt.Errorf("at kubernetes %s but not healthy: %w", version, err)
+			why = fmt.Errorf("at kubernetes %s but not healthy: %w", version, err)
+		}
+		if last == nil || !cutByDeadline(wctx) {
+			// a round cut by the deadline blames the deadline: keep the
+			// error that says why
+			last = why
 		}
 		select {
 		case <-wctx.Done():

@@ -116,20 +116,24 @@ func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeco
 	defer cancel()
 	var last error
 	for {
+		var why error
 		tag, err := f.versionOf(wctx, n)
 		switch {
-		case err != nil && wctx.Err() != nil && last != nil:
-			// cut by the deadline: keep the error that says why
 		case err != nil:
-			last = err
+			why = err
 		case !sameVersion(tag, version):
-			last = fmt.Errorf("still at %s", tag)
+			why = fmt.Errorf("still at %s", tag)
 		default:
 			err := f.nodeHealthy(wctx, n, kubeconfig)
 			if err == nil {
 				return nil
 			}
-			last = fmt.Errorf("at %s but not healthy: %w", version, err)
+			why = fmt.Errorf("at %s but not healthy: %w", version, err)
+		}
+		if last == nil || !cutByDeadline(wctx) {
+			// a round cut by the deadline blames the deadline: keep the
+			// error that says why
+			last = why
 		}
 		select {
 		case <-wctx.Done():
