@@ -106,7 +106,15 @@ func runApply(ctx context.Context, cmd *cobra.Command, pf providerFlags, destroy
 		_, err := runInfra(ctx, cmd, pf, true, allowDataLoss, nil)
 		return err
 	}
-	return runPhases(ctx, cmd, applyOptions{pf: pf, allowDataLoss: allowDataLoss, until: "gitops"})
+	return runPhases(ctx, cmd, defaultApplyOptions(pf, allowDataLoss))
+}
+
+// defaultApplyOptions are apply's flags left at their defaults (homelab
+// demo applies with them): every phase, the admin network reached
+// automatically, the flow's default bounds.
+func defaultApplyOptions(pf providerFlags, allowDataLoss bool) applyOptions {
+	return applyOptions{pf: pf, allowDataLoss: allowDataLoss, until: phaseGitops.String(),
+		cluster: clusterOptions{via: string(tunnel.ModeAuto)}}
 }
 
 // runPhases runs apply's phases up to o.until.
@@ -247,7 +255,7 @@ func (o *clusterOptions) register(cmd *cobra.Command) {
 
 func (o *clusterOptions) check() error {
 	switch tunnel.Mode(o.via) {
-	case tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
+	case "", tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
 	default:
 		return withHint(fmt.Errorf("--via %q is not a way to reach the admin network", o.via), "use --via auto, direct or tunnel")
 	}

@@ -253,3 +253,18 @@ func TestLeavingWorkers(t *testing.T) {
 		t.Errorf("leavingWorkers(empty plan) = %v, want none", got)
 	}
 }
+
+// TestDefaultApplyOptions: what demo applies with is valid and runs
+// every phase (a zero clusterOptions once made demo fail on --via).
+func TestDefaultApplyOptions(t *testing.T) {
+	o := defaultApplyOptions(providerFlags{}, false)
+	if err := o.cluster.check(); err != nil {
+		t.Errorf("default cluster options: %v", err)
+	}
+	if p, err := parsePhase(o.until); err != nil || p != phaseGitops {
+		t.Errorf("default --until = %q (%v), want every phase", o.until, err)
+	}
+	if tunnel.Mode(o.cluster.via) != tunnel.ModeAuto {
+		t.Errorf("default --via = %q, want auto", o.cluster.via)
+	}
+}
