@@ -168,7 +168,7 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 			endpoint = cfg.Peers[0].Endpoint
 		}
 		if lab.Host.Provider != spec.ProviderLocal {
-			how = fmt.Sprintf("in-process WireGuard tunnel as %s to %s", what, endpoint)
+			how = fmt.Sprintf("through the in-process WireGuard tunnel as %s to %s", what, endpoint)
 			return tunnel.Open(ctx, cfg, tunnel.Options{})
 		}
 		ep, netns, err := localVPNEndpoint(lab)
@@ -192,7 +192,7 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 		if err != nil {
 			return nil, err
 		}
-		how = fmt.Sprintf("in-process WireGuard tunnel as %s to %s (UDP from the %s namespace, the Internet side of the local lab)", what, endpoint, netns)
+		how = fmt.Sprintf("through the in-process WireGuard tunnel as %s to %s (UDP from the %s namespace, the Internet side of the local lab)", what, endpoint, netns)
 		return t, nil
 	}
 	d, m, err := tunnel.Pick(ctx, mode, probe, 0, open)
@@ -205,8 +205,64 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 		if mode != tunnel.ModeDirect {
 			how = fmt.Sprintf("directly (%s answered without a tunnel)", probe)
 		}
+		return d, how, nil
+	}
+	if t, ok := d.(*tunnel.Tunnel); ok {
+		if err := checkHandshake(ctx, t, probe, handshakeWait); err != nil {
+			t.Close()
+			return nil, "", withHint(fmt.Errorf("reaching the admin network %s: %w", how, err),
+				"check that the VPN container runs (homelab status) and that UDP reaches its endpoint; a peer the server does not know yet is told to it by homelab apply --until infra")
+		}
 	}
 	return d, how, nil
+}
+
+// handshakeWait bounds the wait for the VPN server's first handshake
+// (wireguard-go retries a handshake every 5 s).
+const handshakeWait = 12 * time.Second
+
+// checkHandshake sends traffic through the tunnel (a connection to
+// probe, whose outcome does not matter: the node may still be booting)
+// and fails when no WireGuard handshake with the server completed within
+// wait: then nothing can get through, and saying so beats waiting for
+// every node's timeout.
+func checkHandshake(ctx context.Context, t *tunnel.Tunnel, probe string, wait time.Duration) error {
+	dctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	dialed := make(chan bool, 1)
+	go func() {
+		c, err := t.DialContext(dctx, "tcp", probe)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err == nil
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		hs, err := t.Handshakes()
+		if err != nil {
+			return err
+		}
+		for _, ok := range hs {
+			if ok {
+				return nil
+			}
+		}
+		select {
+		case ok := <-dialed:
+			if ok {
+				return nil
+			}
+			dialed = nil // failed: wait for a handshake until the deadline
+		case <-dctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("no WireGuard handshake with the VPN server within %s", wait)
+		case <-tick.C:
+		}
+	}
 }
 
 // tunnelConfig is the WireGuard client config to open the tunnel with,

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/render"
@@ -266,5 +268,63 @@ func TestDefaultApplyOptions(t *testing.T) {
 	}
 	if tunnel.Mode(o.cluster.via) != tunnel.ModeAuto {
 		t.Errorf("default --via = %q, want auto", o.cluster.via)
+	}
+}
+
+// TestCheckHandshake: a tunnel whose server answers passes at once, even
+// when nothing listens at the probe; one whose server never answers
+// fails within the bound, saying there was no handshake.
+func TestCheckHandshake(t *testing.T) {
+	ctx := context.Background()
+	sPriv, sPub, _ := vpn.GenerateKey()
+	cPriv, cPub, _ := vpn.GenerateKey()
+	server, err := tunnel.Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: sPriv, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}},
+		Peers:     []vpn.Peer{{PublicKey: cPub, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}},
+	}, tunnel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	port, err := server.ListenPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(endpoint string) *tunnel.Tunnel {
+		c, err := tunnel.Open(ctx, &vpn.Config{
+			Interface: vpn.Interface{PrivateKey: cPriv, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
+			Peers:     []vpn.Peer{{PublicKey: sPub, Endpoint: endpoint, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}},
+		}, tunnel.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	good := client(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String())
+	defer good.Close()
+	t0 := time.Now()
+	if err := checkHandshake(ctx, good, "10.99.0.1:50000", 5*time.Second); err != nil {
+		t.Errorf("checkHandshake with a live server = %v, want nil", err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("checkHandshake with a live server took %s, want it to return at the handshake", d)
+	}
+
+	// A UDP socket that reads nothing back: no handshake ever.
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	bad := client(dead.LocalAddr().String())
+	defer bad.Close()
+	t0 = time.Now()
+	err = checkHandshake(ctx, bad, "10.99.0.1:50000", time.Second)
+	if err == nil || !strings.Contains(err.Error(), "no WireGuard handshake with the VPN server within 1s") {
+		t.Errorf("checkHandshake with a silent server = %v, want no handshake within 1s", err)
+	}
+	if d := time.Since(t0); d > 4*time.Second {
+		t.Errorf("checkHandshake with a silent server took %s, want about its 1s bound", d)
 	}
 }
