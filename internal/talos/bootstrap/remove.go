@@ -97,16 +97,20 @@ func (f *Flow) drain(ctx context.Context, api *kubeAPI, name string) error {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	evicted := 0
+	var left []string
 	for {
 		var list corev1.PodList
 		q := url.Values{"fieldSelector": {"spec.nodeName=" + name}}
 		if _, err := api.do(dctx, http.MethodGet, "/api/v1/pods?"+q.Encode(), "", nil, &list); err != nil {
-			if dctx.Err() != nil {
+			switch {
+			case cutByDeadline(dctx) && len(left) > 0:
+				return fmt.Errorf("draining: pods still on the node after %s: %s", timeout, strings.Join(left, ", "))
+			case cutByDeadline(dctx):
 				return fmt.Errorf("draining: not done within %s: %w", timeout, err)
 			}
 			return fmt.Errorf("draining: listing its pods: %w", err)
 		}
-		var left []string
+		left = nil
 		for _, p := range list.Items {
 			if staysOnNode(&p) || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				continue
