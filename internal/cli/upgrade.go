@@ -60,6 +60,11 @@ record the upgrade and report the new versions, nothing is installed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			switch tunnel.Mode(via) {
+			case tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
+			default:
+				return withHint(fmt.Errorf("upgrading: --via %q is not a way to reach the admin network", via), "pass --via auto, direct or tunnel")
+			}
 			lc, err := loadLab(cmd)
 			if err != nil {
 				return err
