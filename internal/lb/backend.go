@@ -17,6 +17,7 @@ type serverRT struct {
 	backend string
 	addr    string
 	ap      netip.AddrPort
+	raddr   rawAddr // ap in the kernel's layout, for connect(2)
 
 	weight   atomic.Int64
 	disabled atomic.Bool
@@ -51,7 +52,7 @@ type serverRT struct {
 
 func newServerRT(backend string, s Server) *serverRT {
 	ap, _ := netip.ParseAddrPort(s.Address)
-	sv := &serverRT{backend: backend, addr: s.Address, ap: ap, live: map[*proxyConn]struct{}{}}
+	sv := &serverRT{backend: backend, addr: s.Address, ap: ap, raddr: newRawAddr(ap), live: map[*proxyConn]struct{}{}}
 	sv.up.Store(true)
 	return sv
 }

@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -21,8 +20,8 @@ type proxyConn struct {
 	srv      *Balancer
 	fe       *frontendStats
 	sv       *serverRT
-	client   *net.TCPConn
-	backend  *net.TCPConn
+	client   *sock
+	backend  *sock
 	src      netip.Addr // client address used by the limits
 	idle     time.Duration
 	noSplice bool
@@ -161,7 +160,7 @@ func (pc *proxyConn) direction(toBackend, resumed bool) {
 // other side's write half. The second direction to finish cleans up.
 func (pc *proxyConn) finish(err error, toBackend bool) {
 	if err != nil {
-		if !pc.aborted.Load() && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDeadline) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		if !pc.aborted.Load() && !isClosed(err) && !errors.Is(err, errDeadline) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 			pc.srv.logger().Debug("connection error", "backend", pc.sv.backend, "server", pc.sv.addr, "err", err)
 		}
 		pc.closeBoth()
@@ -169,9 +168,9 @@ func (pc *proxyConn) finish(err error, toBackend bool) {
 		// Pass the half-close on. When the other direction is already
 		// done, closing both (below) sends the FIN: one syscall fewer.
 		if toBackend {
-			pc.backend.CloseWrite()
+			pc.backend.closeWrite()
 		} else {
-			pc.client.CloseWrite()
+			pc.client.closeWrite()
 		}
 	}
 	if pc.done.Add(1) == 2 {
@@ -199,11 +198,17 @@ const (
 	rejNoServer   = "no_server"
 )
 
-// handle takes an accepted client connection through admission, routing
-// and the dial, then proxies it. It owns c and one slot of the global cap.
-func (s *Balancer) handle(l *listener, c *net.TCPConn) {
+// handle takes an accepted client connection (fd, from client) through
+// admission, routing and the dial, then proxies it. It owns fd and one
+// slot of the global cap.
+func (s *Balancer) handle(l *listener, fd int, client netip.AddrPort) {
 	fe := l.fe.Load()
 	st := s.state.Load()
+	c, err := newSock(fd)
+	if err != nil {
+		s.capacity.release()
+		return
+	}
 	s.pendingMu.Lock()
 	if s.closed.Load() {
 		s.pendingMu.Unlock()
@@ -238,8 +243,8 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	}()
 	stats := fe.stats
 	stats.accepted.Add(1)
-	client := addrPort(c.RemoteAddr())
-	local := addrPort(c.LocalAddr())
+	var local netip.AddrPort // asked for only when a PROXY header needs it
+	haveLocal := false
 	to := st.cfg.Timeouts
 
 	var hb *[]byte
@@ -290,7 +295,7 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 				return
 			}
 			if !h.Local {
-				client, local = h.Src, h.Dst
+				client, local, haveLocal = h.Src, h.Dst, true
 			}
 			buf = buf[n:]
 			break
@@ -354,19 +359,17 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	// Dial, moving on to the next server when one fails.
 	var triedBuf [8]*serverRT
 	tried := triedBuf[:0]
-	var bc *net.TCPConn
+	var bc *sock
 	var sv *serverRT
 	for attempt := 0; attempt < len(bk.servers); attempt++ {
 		sv = bk.pick(src, tried)
 		if sv == nil {
 			break
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), to.Connect.D())
-		conn, err := s.dialer.DialContext(ctx, "tcp", sv.addr)
-		cancel()
+		conn, err := dialRaw(&sv.raddr, to.Connect.D())
 		if err == nil {
 			sv.dialOK()
-			bc = conn.(*net.TCPConn)
+			bc = conn
 			break
 		}
 		sv.dialFailed(s)
@@ -382,6 +385,9 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 
 	// PROXY header and bytes read ahead go first, in one write.
 	var pre []byte
+	if bk.cfg.ProxyProtocol != "" && !haveLocal {
+		local = c.localAddr()
+	}
 	switch bk.cfg.ProxyProtocol {
 	case "v1":
 		pre = proxyproto.AppendV1(make([]byte, 0, proxyproto.MaxV1Len+len(buf)), client, local)
@@ -402,12 +408,6 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 			return
 		}
 	}
-	clientRaw, err1 := c.SyscallConn()
-	backendRaw, err2 := bc.SyscallConn()
-	if err1 != nil || err2 != nil {
-		bc.Close()
-		return
-	}
 	pc := &proxyConn{srv: s, fe: stats, sv: sv, client: c, backend: bc, src: src, idle: to.Idle.D(), noSplice: st.cfg.Tuning.NoSplice}
 	if !st.cfg.Tuning.NoPark {
 		pc.parkAfter = st.cfg.Tuning.ParkAfter.D()
@@ -423,7 +423,7 @@ func (s *Balancer) handle(l *listener, c *net.TCPConn) {
 	released = true
 	srcReleased = true
 	unpend() // tracked by its server from now on
-	pc.run(clientRaw, backendRaw, func() {
+	pc.run(c.rc, bc.rc, func() {
 		s.sources.release(src)
 		s.capacity.release()
 	})

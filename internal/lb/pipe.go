@@ -122,7 +122,8 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		eof      bool
 		splicing bool // this burst goes through the pipe
 		inPipe   bool // the data in hand is in the pipe, not in buf
-		drained  bool // the last read was short: wait before reading again
+		inline   bool // readFn wrote a short read out itself
+		blocked  bool // that write could not finish without waiting
 		burst    int  // bytes read since the last wait
 		wdSet    bool // dst's write deadline was set by this pump
 	)
@@ -142,14 +143,20 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 	}
 	defer releasePipe()
 	defer releaseBuf()
-	readFn := func(fd uintptr) bool {
-		if drained {
-			// A short read emptied the socket; the poller reports new
-			// data (edge-triggered), so skip the read that would say
-			// EAGAIN.
-			drained = false
-			return false
+	var off int
+	var writeFn func(fd uintptr) bool
+	// inlineWrite writes what a short read got without leaving src.Read:
+	// the socket is drained, so the direction can wait for more right
+	// after, without the read that would say EAGAIN. (Leaving src.Read
+	// and calling it again would not do: RawConn forgets a readiness the
+	// poller reported in between, and the direction would sleep on data.)
+	inlineWrite := func(fd uintptr) bool {
+		if !writeFn(fd) {
+			blocked = true
 		}
+		return true // never wait here, holding src's read lock
+	}
+	readFn := func(fd uintptr) bool {
 		for {
 			if splicing {
 				if p == nil {
@@ -193,18 +200,33 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				burst += n
 				if n == len(*buf) {
 					splicing = canSplice // bulk: splice the rest
-				} else {
-					drained = true
-					burst = 0
+					break
 				}
+				// A short read: the socket is drained. Write it out
+				// here and wait for more in the same src.Read call.
+				off, blocked = 0, false
+				if werr := dst.Write(inlineWrite); werr != nil {
+					if errors.Is(werr, errDeadline) {
+						blocked = true // the caller's write loop decides
+					} else if err == nil {
+						err = werr
+					}
+				}
+				if err != nil || blocked {
+					inline = blocked && err == nil
+					return true // the caller finishes the write or fails
+				}
+				releaseBuf()
+				splicing = canSplice && burst >= copyBufSize
+				burst = 0
+				return false
 			case err == nil:
 				burst += n
 			}
 			return true
 		}
 	}
-	var off int
-	writeFn := func(fd uintptr) bool {
+	writeFn = func(fd uintptr) bool {
 		for {
 			var m int
 			var werr error
@@ -268,7 +290,10 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		if eof {
 			return nil
 		}
-		off = 0
+		if !inline {
+			off = 0
+		}
+		inline = false
 		for {
 			werr := dst.Write(writeFn)
 			if werr != nil {
@@ -282,16 +307,13 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		if err != nil {
 			return err
 		}
-		if drained {
-			releaseBuf()
-		}
 	}
 }
 
 // The pump's reads, writes and splices are made with RawSyscall, not
-// Syscall: every descriptor they touch is non-blocking (sockets from the
-// net package, pipes from pipe2 with O_NONBLOCK, splice with
-// SPLICE_F_NONBLOCK), so each call returns at once, with data or EAGAIN.
+// Syscall: every descriptor they touch is non-blocking (sockets from
+// accept4 and socket with SOCK_NONBLOCK, pipes from pipe2 with O_NONBLOCK,
+// splice with SPLICE_F_NONBLOCK), so each call returns at once, with data or EAGAIN.
 // Syscall would enter the scheduler's syscall state around it, and when a
 // call is slowed (softirq work on this CPU) sysmon hands the P to another
 // thread: a futex wake and a context switch per hand-off, pure overhead

@@ -48,11 +48,10 @@ type Balancer struct {
 	parker   parker
 	capacity capLimiter
 	sources  sourceLimiter
-	dialer   net.Dialer
 
 	pendingMu sync.Mutex
-	pending   map[*net.TCPConn]struct{} // accepted, not yet proxying
-	wg        sync.WaitGroup            // accept loops, handlers, checks
+	pending   map[*sock]struct{} // accepted, not yet proxying
+	wg        sync.WaitGroup     // accept loops, handlers, checks
 }
 
 // state is one applied configuration.
@@ -127,7 +126,8 @@ type listener struct {
 	key  string
 	addr string
 	fe   atomic.Pointer[frontendRT]
-	tcp  *net.TCPListener
+	tcp  *sock    // listening socket, accepted from with accept4
+	tcpA net.Addr // its bound address
 	udp  *udpFrontend
 }
 
@@ -166,11 +166,8 @@ func (s *Balancer) Start() error {
 	s.feStats = map[string]*frontendStats{}
 	s.noServ = map[string]*atomic.Uint64{}
 	s.startTime = time.Now()
-	// No TCP keepalive probes: the idle timeout ends dead connections, and
-	// each option is a syscall per connection.
-	s.dialer = net.Dialer{KeepAlive: -1}
 	s.parker.s = s
-	s.pending = map[*net.TCPConn]struct{}{}
+	s.pending = map[*sock]struct{}{}
 	if err := s.apply(cfg); err != nil {
 		return err
 	}
@@ -555,11 +552,12 @@ func (s *Balancer) listen(proto, addr string) (*listener, error) {
 		}
 		l.udp = newUDPFrontend(s, l, pc.(*net.UDPConn))
 	default:
-		ln, err := lc.Listen(context.Background(), "tcp"+family, addr)
+		ln, err := listenTCP(ap)
 		if err != nil {
 			return nil, fmt.Errorf("listening on %s: %w", addr, err)
 		}
-		l.tcp = ln.(*net.TCPListener)
+		l.tcp = ln
+		l.tcpA = net.TCPAddrFromAddrPort(ln.localAddr())
 	}
 	return l, nil
 }
@@ -575,7 +573,7 @@ func (l *listener) close() {
 
 func (l *listener) localAddr() net.Addr {
 	if l.tcp != nil {
-		return l.tcp.Addr()
+		return l.tcpA
 	}
 	return l.udp.conn.LocalAddr()
 }
@@ -604,9 +602,9 @@ func (s *Balancer) acceptLoop(l *listener) {
 				fe.stats.waited.Add(1)
 			}
 		}
-		c, err := l.tcp.AcceptTCP()
+		fd, client, err := acceptRaw(l.tcp.rc)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if isClosed(err) {
 				return
 			}
 			// Out of file descriptors and the like: wait, then go on.
@@ -628,7 +626,7 @@ func (s *Balancer) acceptLoop(l *listener) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(l, c)
+			s.handle(l, fd, client)
 		}()
 	}
 }
