@@ -28,18 +28,24 @@ provider can build the whole lab without virtual machines. It is a stand-in,
 not Talos: every answer says so.
 
   Talos API        port 50000, gRPC over TLS (version, apply configuration,
-                   bootstrap, kubeconfig, service list, etcd members)
+                   bootstrap, kubeconfig, service list, etcd members,
+                   upgrade, containers)
+  trustd           control planes: port 50001, signs workers' Talos API
+                   certificates (machine.token)
   Kubernetes API   control planes: port 6443, HTTPS /readyz /livez /version,
                    client certificate required (anonymous access off)
   ingress          workers: HTTP and HTTPS on the apps address (default
                    30080,30443), PROXY protocol v1/v2 accepted, answering
                    which node served and the client address it saw
 
-TLS material comes from --ca-dir (files talos-ca.crt, talos-ca.key,
-talos.crt, talos.key, kube-ca.crt, kube-ca.key, kube.crt, kube.key) or the
-single-file flags. A missing server certificate is issued from its CA and
-CA key; with no CA at all, the node makes an ephemeral one (clients then
-cannot authenticate: fine for reachability, not for talosctl).`,
+Without TLS material, the node behaves as Talos: an ephemeral self-signed
+certificate in maintenance mode, then, once a machine config is applied,
+certificates issued from the config's machine.ca (workers: signed by a
+control plane's trustd) and cluster.ca, which the lab's talosconfig and
+kubeconfig verify. TLS material given with --ca-dir (files talos-ca.crt,
+talos-ca.key, talos.crt, talos.key, kube-ca.crt, kube-ca.key, kube.crt,
+kube.key) or the single-file flags is kept instead; a missing server
+certificate is then issued from its CA and CA key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n.Role = standin.Role(role)
