@@ -320,3 +320,44 @@ func waitVerified(t *testing.T, n *Node, p *pki) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The Talos version a node was configured at stays across restarts with
+// another TalosVersion, as an installed disk keeps it, until an upgrade.
+func TestInstalledVersionSticks(t *testing.T) {
+	b := labBundle(t)
+	p := labClients(t, b)
+	dir := t.TempDir()
+	n := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true, StateDir: dir, TalosVersion: "v1.13.9"}
+	start(t, n)
+	if _, err := dialInsecure(t, n).ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: labConfig(t, b, true, "1.36.3")}); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	n2 := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true, StateDir: dir, TalosVersion: "v1.13.10"}
+	start(t, n2)
+	c := labTalos(t, n2, p)
+	v, err := c.Version(ctxT(t), &emptypb.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.GetMessages()[0].GetVersion().GetTag(); got != VersionTag("v1.13.9") {
+		t.Errorf("after a restart with TalosVersion v1.13.10: tag %s, want the installed v1.13.9", got)
+	}
+	// The rollout (bootstrap.Flow.Upgrade) calls MachineService.Upgrade,
+	// deprecated for LifecycleService but still served by Talos 1.13.
+	//lint:ignore SA1019 what the rollout calls
+	if _, err := c.Upgrade(ctxT(t), &machine.UpgradeRequest{Image: "factory.talos.dev/installer/abc:v1.13.10", Preserve: true}); err != nil {
+		t.Fatal(err)
+	}
+	v, err = c.Version(ctxT(t), &emptypb.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.GetMessages()[0].GetVersion().GetTag(); got != VersionTag("v1.13.10") || n2.UpgradeImage() != "factory.talos.dev/installer/abc:v1.13.10" {
+		t.Errorf("after Upgrade: tag %s, image %s", got, n2.UpgradeImage())
+	}
+	//lint:ignore SA1019 see above
+	if _, err := c.Upgrade(ctxT(t), &machine.UpgradeRequest{Image: "factory.talos.dev/installer/abc:latest"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Upgrade to an image without a version tag = %v, want InvalidArgument", err)
+	}
+}

@@ -142,8 +142,9 @@ type Node struct {
 type nodeState struct {
 	Configured   bool `json:"configured"`
 	Bootstrapped bool `json:"bootstrapped"`
-	// TalosVersion and Image are set by an upgrade: the version (the
-	// installer image's tag) and the installer image itself.
+	// TalosVersion is the version installed: TalosVersion's when first
+	// configured, then an upgrade's (the installer image's tag). Image
+	// is the installer image of the last upgrade.
 	TalosVersion string `json:"talosVersion,omitempty"`
 	Image        string `json:"image,omitempty"`
 	// Unhealthy is set when the node came back from an upgrade failing
@@ -413,7 +414,8 @@ func (n *Node) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-done:
 	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		// gRPC's Serve returns nil once stopped.
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 			runErr = fmt.Errorf("stand-in %s stopped serving: %w", n.Name, err)
 		}
 	}

@@ -183,6 +183,11 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 	}
 	n.config = bytes.Clone(req.GetData())
 	n.state.Configured = true
+	if n.state.TalosVersion == "" {
+		// Installed now: the version stays until an upgrade, whatever
+		// --talos-version a restart passes (as a Talos disk keeps it).
+		n.state.TalosVersion = n.talosVersion()
+	}
 	kube := n.kubeVersion()
 	upgraded := prev.Configured && kube != prevKube
 	if upgraded {
