@@ -17,8 +17,9 @@ import (
 // spec.unschedulable), evict its pods (the Eviction API), delete the
 // Node. It knows the nodes that joined the cluster: the control plane
 // itself once bootstrapped and every worker whose Talos API certificate
-// its trustd signed (where a real kubelet would register). It runs no
-// pods: tests place some with AddPod.
+// its trustd signed (where a real kubelet would register), kept in
+// StateDir as etcd would keep them. It runs no pods: tests place some
+// with AddPod.
 
 // kubeNode is one Node object.
 type kubeNode struct {
@@ -51,6 +52,19 @@ func (n *Node) registerKubeNode(name, kubeletVersion string) {
 		return
 	}
 	n.kubeNodes[name] = &kubeNode{name: name, kubeletVersion: kubeletVersion, created: time.Now()}
+	n.saveKubeNodes()
+}
+
+// saveKubeNodes keeps the Node objects in StateDir (mu held); a failure
+// is logged, the objects stay in memory.
+func (n *Node) saveKubeNodes() {
+	n.state.KubeNodes = map[string]bool{}
+	for name, kn := range n.kubeNodes {
+		n.state.KubeNodes[name] = kn.unschedulable
+	}
+	if err := n.saveState(); err != nil {
+		n.log().Error(Marker+" keeping the node objects", "err", err)
+	}
 }
 
 // AddKubeNode registers a Node object on a control plane's Kubernetes
@@ -228,6 +242,7 @@ func (n *Node) patchNode(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		kn.unschedulable = *patch.Spec.Unschedulable
 		obj = kn.object()
+		n.saveKubeNodes()
 	}
 	n.mu.Unlock()
 	if !ok {
@@ -254,6 +269,7 @@ func (n *Node) deleteNode(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		delete(n.kubeNodes, name)
 		n.kubePods = slices.DeleteFunc(n.kubePods, func(p *kubePod) bool { return p.nodeName == name })
+		n.saveKubeNodes()
 	}
 	n.mu.Unlock()
 	if !ok {

@@ -70,3 +70,29 @@ func TestKubeObjectsStrict(t *testing.T) {
 		t.Error("w-1 still a node after DELETE")
 	}
 }
+
+// Node objects survive a control plane's restart, as in etcd.
+func TestKubeNodesKept(t *testing.T) {
+	p := newPKI(t)
+	dir := t.TempDir()
+	n := &Node{Name: "cp-1", Role: RoleControlPlane, Certs: p.certs, StateDir: dir}
+	start(t, n)
+	n.AddKubeNode("w-1")
+	n.AddKubeNode("w-2")
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: p.kubePool, ServerName: "kubernetes", Certificates: []tls.Certificate{p.kubeClient}}}}
+	req, _ := http.NewRequest("PATCH", "https://"+addr(t, n, ServiceKube)+"/api/v1/nodes/w-1", strings.NewReader(`{"spec":{"unschedulable":true}}`))
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	n.Close()
+	n2 := &Node{Name: "cp-1", Role: RoleControlPlane, Certs: p.certs, StateDir: dir}
+	start(t, n2)
+	got := n2.KubeNodes()
+	if len(got) != 3 || !got["w-1"] || got["w-2"] || got["cp-1"] {
+		t.Errorf("node objects after a restart = %v, want cp-1, w-1 (cordoned) and w-2", got)
+	}
+}

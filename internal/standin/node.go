@@ -150,6 +150,9 @@ type nodeState struct {
 	// Unhealthy is set when the node came back from an upgrade failing
 	// (FailUpgrades).
 	Unhealthy bool `json:"unhealthy,omitempty"`
+	// KubeNodes are a control plane's Node objects, by name, true when
+	// cordoned (what etcd would keep).
+	KubeNodes map[string]bool `json:"kubeNodes,omitempty"`
 }
 
 // Event is one thing that happened to a stand-in, for tests and logs.
@@ -310,6 +313,10 @@ func (n *Node) Listen() error {
 		return fmt.Errorf("starting stand-in %s: %w", n.Name, err)
 	}
 	if n.role() == RoleControlPlane && n.state.Bootstrapped {
+		for name, cordoned := range n.state.KubeNodes {
+			n.registerKubeNode(name, n.kubeVersion())
+			n.kubeNodes[name].unschedulable = cordoned
+		}
 		n.registerKubeNode(n.Name, n.kubeVersion())
 	}
 	want := map[Service]string{ServiceTalos: hostPort(n.AdminAddr, n.port(n.TalosPort, DefaultTalosPort))}
