@@ -128,7 +128,7 @@ func runUpgrade(ctx context.Context, w io.Writer, lab *spec.Lab, b *secrets.Bund
 
 	vs, err := flow.Versions(ctx)
 	if err != nil {
-		return withHint(fmt.Errorf("upgrading: %w", err), "every node must answer before an upgrade starts; homelab status lists the guests")
+		return withHint(fmt.Errorf("upgrading: %w", err), "every node must answer before an upgrade starts: run homelab apply first if lab.yaml has nodes it has not built yet; homelab status lists the guests")
 	}
 	var steps []upgradeStep
 	standin := false

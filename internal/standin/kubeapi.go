@@ -24,16 +24,25 @@ func (n *Node) newKubeServer() (*http.Server, error) {
 		kubeStatus(w, http.StatusNotFound, "NotFound", "the "+Marker+" kube-apiserver serves only /readyz, /livez, /healthz, /version, and what removing a node needs (get, patch and delete a node, list its pods, evict them)")
 	})
 	return &http.Server{
-		Handler:           kubeAuth(mux),
+		Handler:           n.kubeAuth(mux),
 		TLSConfig:         cfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          discardLog(),
 	}, nil
 }
 
-func kubeAuth(next http.Handler) http.Handler {
+// kubeAuth refuses clients without a certificate of the Kubernetes CA,
+// and everyone while the node "reboots" (its kube-apiserver is down).
+func (n *Node) kubeAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Homelab-Standin", "true")
+		n.mu.Lock()
+		down := n.down
+		n.mu.Unlock()
+		if time.Now().Before(down) {
+			kubeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the node is rebooting ("+Marker+")")
+			return
+		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 			kubeStatus(w, http.StatusUnauthorized, "Unauthorized", "Unauthorized ("+Marker+" kube-apiserver: anonymous access is off, present a client certificate from the lab's kubeconfig)")
 			return
