@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
+
 	"github.com/homelab-dev/homelab/internal/plan"
 	"github.com/homelab-dev/homelab/internal/provider/local"
 	"github.com/homelab-dev/homelab/internal/provider/local/ns"
@@ -181,14 +183,9 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 			}
 			endpoint = ep.String()
 		}
-		var t *tunnel.Tunnel
-		// The socket keeps the namespace it was opened in; the device
+		// The sockets keep the namespace they were opened in; the device
 		// and its network stack live in this process as usual.
-		err = ns.Do(netns, func() error {
-			var err error
-			t, err = tunnel.Open(ctx, cfg, tunnel.Options{})
-			return err
-		})
+		t, err := tunnel.Open(ctx, cfg, tunnel.Options{Bind: &nsBind{Bind: conn.NewDefaultBind(), ns: netns}})
 		if err != nil {
 			return nil, err
 		}
@@ -263,6 +260,24 @@ func checkHandshake(ctx context.Context, t *tunnel.Tunnel, probe string, wait ti
 		case <-tick.C:
 		}
 	}
+}
+
+// nsBind opens WireGuard's UDP sockets inside a named network namespace,
+// whichever goroutine (re)opens them: wireguard-go brings the device up
+// from its own goroutine too, on netstack's up event, so entering the
+// namespace around tunnel.Open alone is a race.
+type nsBind struct {
+	conn.Bind
+	ns string
+}
+
+func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
+	err = ns.Do(b.ns, func() error {
+		var err error
+		fns, actual, err = b.Bind.Open(port)
+		return err
+	})
+	return fns, actual, err
 }
 
 // tunnelConfig is the WireGuard client config to open the tunnel with,

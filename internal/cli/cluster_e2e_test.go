@@ -168,6 +168,14 @@ func TestApplyBootstrapsLocalLab(t *testing.T) {
 			t.Errorf("second apply's output has %q:\n%s", unwanted, out)
 		}
 	}
+	// The stand-in's own log: one bootstrap over both applies.
+	cpLog, err := os.ReadFile(filepath.Join(stateDir, "local", "logs", cp+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(cpLog), `msg="homelab stand-in bootstrapped"`); n != 1 {
+		t.Errorf("stand-in %s logged %d bootstraps over two applies, want 1:\n%s", cp, n, cpLog)
+	}
 
 	// 3. In this process (race detector on): a node that never answers.
 	// SIGSTOP keeps its stand-in alive for the supervisor but silent on
@@ -178,6 +186,21 @@ func TestApplyBootstrapsLocalLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	// Through the command line: the flag bounds it, the error names the
+	// node and says what to do.
+	t2 := time.Now()
+	out, errs, err = homelab("apply", "--until", "cluster", "--node-timeout", "3s", "--health-timeout", "3s")
+	if err == nil {
+		t.Fatalf("apply with %s stopped succeeded:\n%s", stalled, out)
+	}
+	for _, want := range []string{"homelab: bootstrapping talos: node " + stalled, "no answer from its talos API within 3s", "hint: check that " + stalled + " is running", "raise --node-timeout (it was 3s)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("apply with %s stopped: stderr lacks %q:\n%s", stalled, want, errs)
+		}
+	}
+	if d := time.Since(t2); d > 30*time.Second {
+		t.Errorf("apply with a stopped node took %s, want it bounded by --node-timeout 3s", d)
+	}
 	lab, _, err := spec.Load(file)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +253,7 @@ func TestApplyBootstrapsLocalLab(t *testing.T) {
 	}
 	out, errs, err = homelab("apply", "--until", "cluster", "--node-timeout", "60s", "--health-timeout", "60s")
 	if err != nil {
-		t.Fatalf("apply without %s: %v\nstdout:\n%s\nstderr:\n%s", stalled, err, out, errs)
+		t.Fatalf("apply without %s: %v\nstdout:\n%s\nstderr:\n%s\nVPN server log:\n%s", stalled, err, out, errs, tailLog(stateDir, name+"-vpn"))
 	}
 	for _, want := range []string{
 		"workers leaving the spec: " + stalled + ": draining them out of Kubernetes",
@@ -275,4 +298,17 @@ func standinPID(t *testing.T, stateDir, name string) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// tailLog is the end of a daemon's log in the local provider's runtime
+// folder, for failure messages.
+func tailLog(stateDir, name string) string {
+	data, err := os.ReadFile(filepath.Join(stateDir, "local", "logs", name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
 }

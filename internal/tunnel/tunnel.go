@@ -36,6 +36,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Resolver resolves peer endpoints given by name; nil is the default.
 	Resolver *net.Resolver
+	// Bind sends and receives the WireGuard UDP packets; nil is
+	// conn.NewDefaultBind(). wireguard-go (re)opens its sockets from
+	// whichever goroutine brings the device up (netstack's up event
+	// included), so a caller who needs them in another network
+	// namespace passes a Bind whose Open enters it.
+	Bind conn.Bind
 }
 
 // Open brings the tunnel up from a wg-quick config as vpn.Parse reads it
@@ -71,7 +77,11 @@ func Open(ctx context.Context, cfg *vpn.Config, opts Options) (*Tunnel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the wireguard tunnel: creating the user-space network stack: %w", err)
 	}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), logger(opts.Logger))
+	bind := opts.Bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	dev := device.NewDevice(tdev, bind, logger(opts.Logger))
 	if err := dev.IpcSet(uapi); err != nil {
 		dev.Close()
 		// IpcSet errors name the failing key, never its value.
