@@ -64,8 +64,11 @@ time it took; --until stops after one:
            kubeconfig and talosconfig encrypted in the state folder, and
            waits for health (bounded by --node-timeout and
            --health-timeout) with a report of every check.
-  gitops   builds the lab's GitOps repository, pushes it to the manager's
-           Git server and bootstraps Flux from it.
+  gitops   builds the lab's GitOps repository (secrets SOPS-encrypted),
+           installs Flux into the cluster (its install manifests are
+           downloaded once, then kept in the state folder) and pushes the
+           tree with Flux's manifests to the manager's Git server, which
+           Flux reconciles from.
 
 The admin network is reached through an in-process WireGuard tunnel as
 homelab's own VPN peer (homelab-operator, created in the state folder on

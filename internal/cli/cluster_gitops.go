@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"time"
 
@@ -109,6 +110,10 @@ func pushTree(ctx context.Context, w io.Writer, lab *spec.Lab, store *secrets.St
 	return nil
 }
 
+// fluxComponentsFile keeps the Flux version's install manifests in the
+// state folder (not secret; encrypted like everything there).
+var fluxComponentsFile = "flux-components-" + gitops.FluxVersion
+
 // fluxOptions are the choices of a Flux bootstrap beyond the lab.
 type fluxOptions struct {
 	// ComponentsURL overrides where Flux's install manifests come from.
@@ -175,8 +180,24 @@ func bootstrapFlux(ctx context.Context, w io.Writer, lab *spec.Lab, store *secre
 		Sync: sync, SOPSIdentity: identity, GitSecret: gitSecret,
 		Progress: func(format string, args ...any) { fmt.Fprintf(w, "flux: "+format+"\n", args...) },
 	}
+	// The install manifests of this Flux version, once downloaded, are
+	// kept in the state folder: later applies neither download them again
+	// nor change them in the repository.
+	kept, err := store.GetFile(fluxComponentsFile)
+	switch {
+	case err == nil && o.ComponentsURL == "":
+		b.Components = kept
+		fmt.Fprintf(w, "flux: install manifests of %s from the state folder\n", gitops.FluxVersion)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("bootstrapping flux: reading the kept install manifests: %w", err)
+	}
 	if err := b.Run(ctx); err != nil {
 		return nil, withHint(err, "run homelab apply again once the cause is fixed (Flux's bootstrap is idempotent); homelab gitops bootstrap runs this step alone")
+	}
+	if kept == nil || o.ComponentsURL != "" {
+		if err := store.PutFile(fluxComponentsFile, b.Components); err != nil {
+			return nil, fmt.Errorf("bootstrapping flux: keeping the install manifests: %w", err)
+		}
 	}
 	fmt.Fprintf(w, "flux: %s installed; it reconciles the cluster from branch %s\n", gitops.FluxVersion, lab.GitOps.Branch)
 	return b, nil

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,7 +111,11 @@ func TestGitopsPhaseRealCluster(t *testing.T) {
 	ks.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
 	ks.StartTLS()
 	defer ks.Close()
-	comps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, cliComponents) }))
+	var downloads atomic.Int32
+	comps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		downloads.Add(1)
+		io.WriteString(w, cliComponents)
+	}))
 	defer comps.Close()
 	b64 := base64.StdEncoding.EncodeToString
 	kubeconfig := fmt.Sprintf(`apiVersion: v1
@@ -190,13 +195,17 @@ current-context: admin@lab
 		t.Errorf("the repository has no SOPS-encrypted secrets:\n%s", files)
 	}
 
-	// The same spec again: Flux re-applied (idempotent), nothing pushed.
+	// The same spec again: Flux re-applied (idempotent) from the install
+	// manifests kept in the state folder (no download), nothing pushed.
 	out.Reset()
-	if err := runGitops(ctx, &out, lc, cl, fluxOptions{ComponentsURL: comps.URL + "/install.yaml"}); err != nil {
+	if err := runGitops(ctx, &out, lc, cl, fluxOptions{}); err != nil {
 		t.Fatalf("second runGitops: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "already holds this tree") || strings.Contains(out.String(), "pushed commit") {
 		t.Errorf("second run pushed again:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "install manifests of "+gitops.FluxVersion+" from the state folder") || downloads.Load() != 1 {
+		t.Errorf("second run downloaded Flux's install manifests again (%d downloads):\n%s", downloads.Load(), out.String())
 	}
 	if n := strings.Count(git("log", "--format=%H", "main"), "\n"); n != 1 {
 		t.Errorf("the repository has %d commits after two runs, want 1", n)
