@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -61,6 +62,15 @@ func (n *Node) saveKubeNodes() {
 	n.state.KubeNodes = map[string]bool{}
 	for name, kn := range n.kubeNodes {
 		n.state.KubeNodes[name] = kn.unschedulable
+	}
+	if n.StateDir == "" {
+		return
+	}
+	// In the background of a request, never recreate a state folder
+	// removed with the node (homelab destroy removes it while the node
+	// may still serve).
+	if _, err := os.Stat(n.StateDir); err != nil {
+		return
 	}
 	if err := n.saveState(); err != nil {
 		n.log().Error(Marker+" keeping the node objects", "err", err)
