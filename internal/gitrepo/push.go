@@ -21,6 +21,10 @@ import (
 // Branch is the only branch homelab writes.
 const Branch = "refs/heads/main"
 
+// sessionTimeout bounds a push or a head read whose context has no
+// deadline.
+const sessionTimeout = 5 * time.Minute
+
 // StateFilePushed records, in the state folder, the last commit Push
 // made and its tree.
 const StateFilePushed = "gitrepo-pushed"
@@ -290,17 +294,18 @@ func dialSSH(ctx context.Context, t Target) (*ssh.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", t.Addr, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	} else {
-		conn.SetDeadline(time.Now().Add(cfg.Timeout))
+	// One deadline for the whole exchange: a server that stops
+	// answering (a tunnel gone quiet) must not hold the push forever.
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(sessionTimeout)
 	}
+	conn.SetDeadline(dl)
 	c, chans, reqs, err := ssh.NewClientConn(conn, t.Addr, cfg)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("connecting to %s over SSH: %w", t.Addr, err)
 	}
-	conn.SetDeadline(time.Time{})
 	return ssh.NewClient(c, chans, reqs), nil
 }
 

@@ -3,6 +3,7 @@ package gitrepo
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -334,5 +335,36 @@ func TestHead(t *testing.T) {
 	}
 	if h, err := Head(ctx, tg); err != nil || h != r.Commit {
 		t.Errorf("Head = %s, %v; want %s", h, err, r.Commit)
+	}
+}
+
+// TestPushBounded: a server that accepts and then says nothing does not
+// hold Push past its context.
+func TestPushBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	_, hostPub := newKey(t, "host")
+	push, _ := newKey(t, "push")
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Push(ctx, Target{Dial: (&net.Dialer{}).DialContext, Addr: ln.Addr().String(), Path: "/srv/git/lab.git", HostKey: hostPub, PushKey: push}, arts1, Options{})
+	if err == nil {
+		t.Fatal("Push to a silent server succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Push took %s against a silent server with a 500ms context", d)
 	}
 }

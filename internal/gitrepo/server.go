@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -170,7 +171,7 @@ func (s *Server) repoDir(p string) (string, error) {
 }
 
 // InitBare creates the bare repository <dir>/<name>.git with main as its
-// initial branch, unless it exists.
+// initial branch, unless it exists. dir is created if its parent exists.
 func InitBare(ctx context.Context, git, dir, name string) error {
 	if git == "" {
 		git = "git"
@@ -185,7 +186,10 @@ func InitBare(ctx context.Context, git, dir, name string) error {
 	if _, err := os.Stat(filepath.Join(p, "HEAD")); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Mkdir, not MkdirAll: dir's parent must exist. The local provider
+	// removes a daemon's config folder (the parent) on destroy, and a
+	// server restarted in that moment must not make it again.
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating the repository: %w", err)
 	}
 	out, err := exec.CommandContext(ctx, git, "init", "--quiet", "--bare", "--initial-branch=main", p).CombinedOutput()
