@@ -257,10 +257,8 @@ func (o *clusterOptions) register(cmd *cobra.Command) {
 }
 
 func (o *clusterOptions) check() error {
-	switch tunnel.Mode(o.via) {
-	case "", tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
-	default:
-		return withHint(fmt.Errorf("--via %q is not a way to reach the admin network", o.via), "use --via auto, direct or tunnel")
+	if _, err := parseVia(o.via); err != nil {
+		return err
 	}
 	if o.nodeTimeout < 0 || o.healthTimeout < 0 {
 		return withHint(fmt.Errorf("timeouts must not be negative"), "pass durations such as 3m or 90s")

@@ -461,3 +461,14 @@ func progressLines(w io.Writer) func(format string, args ...any) {
 		fmt.Fprintf(w, "  "+format+"\n", args...)
 	}
 }
+
+// parseVia checks a --via flag: how to reach the admin network.
+func parseVia(via string) (tunnel.Mode, error) {
+	switch m := tunnel.Mode(via); m {
+	case "":
+		return tunnel.ModeAuto, nil
+	case tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
+		return m, nil
+	}
+	return "", withHint(fmt.Errorf("--via %q is not a way to reach the admin network", via), "use --via auto, direct or tunnel")
+}

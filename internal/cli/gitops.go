@@ -1,14 +1,11 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,7 +14,6 @@ import (
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/talos/bootstrap"
 	"github.com/homelab-dev/homelab/internal/tunnel"
-	"github.com/homelab-dev/homelab/internal/vpn"
 )
 
 func newGitopsCmd() *cobra.Command {
@@ -130,10 +126,15 @@ the lab's GitOps repository (see homelab gitops init):
      clusters/<lab>/flux-system/gotk-components.yaml: commit and push them
      with the tree, as flux bootstrap does
 
+homelab apply runs these steps itself (its gitops phase) and pushes the
+tree with the install manifests to the manager's repository; this command
+runs them alone, e.g. for a gitops.repository of your own.
+
 It talks to the Kubernetes API with the kubeconfig stored at bootstrap,
-directly when this machine is on the admin network, else through an
-in-process WireGuard tunnel configured by --wg-config (a VPN peer config,
-as homelab vpn peer add writes). Running it again changes nothing.`,
+directly when this machine is on the admin network, else through the
+in-process WireGuard tunnel as homelab's own VPN peer (or the peer config
+given with --wg-config, as homelab vpn peer add writes). Running it again
+changes nothing.`,
 		Example: `  homelab gitops bootstrap --wg-config ~/lab-laptop.conf
   homelab gitops bootstrap --via direct --git-identity deploy_key --known-hosts known_hosts`,
 		Args: cobra.NoArgs,
@@ -157,56 +158,8 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 			if err != nil {
 				return secretsError("reading the kubeconfig", err)
 			}
-			kc, err := bootstrap.ParseKubeconfig(kcData)
-			if err != nil {
-				return err
-			}
-			u, err := url.Parse(kc.Server)
-			if err != nil {
-				return fmt.Errorf("bootstrapping flux: kubeconfig server: %w", err)
-			}
-			var open func(context.Context) (*tunnel.Tunnel, error)
-			if wgConfig != "" {
-				open = func(ctx context.Context) (*tunnel.Tunnel, error) {
-					data, err := os.ReadFile(wgConfig)
-					if err != nil {
-						return nil, err
-					}
-					cfg, err := vpn.Parse(data)
-					if err != nil {
-						return nil, fmt.Errorf("%s: %w", wgConfig, err)
-					}
-					return tunnel.Open(ctx, cfg, tunnel.Options{})
-				}
-			}
-			d, how, err := tunnel.Pick(ctx, tunnel.Mode(via), u.Host, 0, open)
-			if err != nil {
-				return withHint(err, "pass --wg-config with a VPN peer config (homelab vpn peer add), or run this on the admin network")
-			}
-			defer d.Close()
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "reaching the Kubernetes API %s: %s\n", kc.Server, how)
-			hc, err := kc.HTTPClient(d, 30*time.Second)
-			if err != nil {
-				return err
-			}
-
-			if _, _, err := gitops.SOPSKey(store); err != nil {
-				return secretsError("preparing the SOPS key", err)
-			}
-			identity, err := store.GetFile(gitops.StateFileSOPSAgeKey)
-			if err != nil {
-				return secretsError("reading the SOPS key", err)
-			}
-			arts, err := gitops.Tree(lab, gitops.Options{})
-			if err != nil {
-				return err
-			}
-			sync, err := gitops.SyncFile(arts)
-			if err != nil {
-				return err
-			}
-			var gitSecret map[string][]byte
+			var fo fluxOptions
+			fo.ComponentsURL = componentsURL
 			if gitIdentity != "" || knownHosts != "" {
 				if gitIdentity == "" || knownHosts == "" {
 					return withHint(errors.New("bootstrapping flux: --git-identity and --known-hosts go together"), "pass both, or neither for a public repository")
@@ -219,29 +172,21 @@ as homelab vpn peer add writes). Running it again changes nothing.`,
 				if err != nil {
 					return fmt.Errorf("bootstrapping flux: reading known_hosts: %w", err)
 				}
-				gitSecret = map[string][]byte{"identity": id, "known_hosts": kh}
-			} else if lab.GitOps.Repository == "" {
-				// The repository on the manager VM: homelab made its host
-				// key and Flux's deploy key, so known_hosts is known.
-				repo, err := gitops.Repository(lab)
-				if err != nil {
-					return err
-				}
-				access, _, err := gitops.LoadOrCreateGitAccess(store)
-				if err != nil {
-					return secretsError("preparing the git access keys", err)
-				}
-				if gitSecret, err = access.FluxSecret(repo); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "git: %s with the lab's deploy key\n", repo)
+				fo.GitSecret = map[string][]byte{"identity": id, "known_hosts": kh}
 			}
-			b := &gitops.Bootstrapper{
-				Kube: hc, Server: kc.Server, ComponentsURL: componentsURL,
-				Sync: sync, SOPSIdentity: identity, GitSecret: gitSecret,
-				Progress: func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) },
+			mode, err := parseVia(via)
+			if err != nil {
+				return err
 			}
-			if err := b.Run(ctx); err != nil {
+			d, how, err := reachAdmin(ctx, lab, store, mode, wgConfig)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "reaching the admin network %s\n", how)
+			b, err := bootstrapFlux(ctx, w, lab, store, d, kcData, fo)
+			if err != nil {
 				return err
 			}
 			// Flux's own sync lists gotk-components.yaml: it belongs in

@@ -255,7 +255,7 @@ current-context: admin@lab
 	if code != 0 {
 		t.Fatalf("gitops bootstrap exit %d:\n%s%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"reaching the Kubernetes API " + ks.URL + ": direct", "flux components applied (3 objects)", "flux " + gitops.FluxVersion + " installed"} {
+	for _, want := range []string{"reaching the admin network directly", "flux components applied (3 objects)", "flux " + gitops.FluxVersion + " installed"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}

@@ -82,34 +82,42 @@ func (lc *labContext) prepare(cmd *cobra.Command) error {
 	if created {
 		fmt.Fprintf(cmd.ErrOrStderr(), "secrets: stored encrypted in %s (identity %s)\n", store.Dir(), store.IdentityFile())
 	}
-	// homelab's own VPN peer exists before the server's config is
-	// rendered, so the apply that builds the VPN also tells it the peer.
-	info, err := vpnLabInfo(lc.Lab, b)
+	arts, err := renderLab(cmd.ErrOrStderr(), lc.Lab, store, b)
 	if err != nil {
-		return err
-	}
-	if _, created, err := ensureOperatorPeer(store, info); err != nil {
-		return err
-	} else if created {
-		fmt.Fprintf(cmd.ErrOrStderr(), "vpn: created homelab's own peer %s (it reaches the admin network through the VPN)\n", OperatorPeer)
-	}
-	gitOpts, err := gitServerOptions(lc.Lab, store)
-	if err != nil {
-		return fmt.Errorf("loading the lab's git keys: %w", err)
-	}
-	arts, err := render.Render(lc.Lab, b, gitOpts...)
-	if err != nil {
-		return fmt.Errorf("rendering the lab's artifacts: %w", err)
-	}
-	extra, err := vpn.ExtraPeers(store)
-	if err != nil {
-		return err
-	}
-	if arts, err = withExtraPeers(arts, extra); err != nil {
 		return err
 	}
 	lc.Store, lc.Bundle, lc.Arts = store, b, arts
 	return nil
+}
+
+// renderLab renders every artifact of the lab in memory, as apply builds
+// it: homelab's own VPN peer is created first (so the apply that builds
+// the VPN also tells it the peer), the VPN server's config lists the peers
+// kept in the state folder, and the manager gets the Git server's keys
+// when it hosts the lab's repository. Shared by apply/plan and render.
+func renderLab(stderr io.Writer, lab *spec.Lab, store *secrets.Store, b *secrets.Bundle) ([]render.Artifact, error) {
+	info, err := vpnLabInfo(lab, b)
+	if err != nil {
+		return nil, err
+	}
+	if _, created, err := ensureOperatorPeer(store, info); err != nil {
+		return nil, err
+	} else if created {
+		fmt.Fprintf(stderr, "vpn: created homelab's own peer %s (it reaches the admin network through the VPN)\n", OperatorPeer)
+	}
+	gitOpts, err := gitServerOptions(lab, store)
+	if err != nil {
+		return nil, fmt.Errorf("loading the lab's git keys: %w", err)
+	}
+	arts, err := render.Render(lab, b, gitOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the lab's artifacts: %w", err)
+	}
+	extra, err := vpn.ExtraPeers(store)
+	if err != nil {
+		return nil, err
+	}
+	return withExtraPeers(arts, extra)
 }
 
 // providerFlags are the flags every command that talks to a target takes.

@@ -30,9 +30,15 @@ needs, in one folder:
                                             generated the peer's key)
   nftables/host.nft, lb.nft, vpn.nft        the firewall of the host and containers
   lb/lb.yaml                                the load balancer's config
-  cloud-init/manager/*                      the manager VM's seed (tools, SSH keys)
+  cloud-init/manager/*                      the manager VM's seed (tools, SSH keys, the
+                                            lab's Git repository)
+  git/manager/*                             the Git server's host key and authorized keys
+                                            (the local provider's manager stand-in)
   proxmox/interfaces                        the bridges for /etc/network/interfaces
   diagram/lab.svg                           the architecture (as homelab diagram draws it)
+
+The VPN server's config lists homelab's own peer and the peers added with
+homelab vpn peer add, as homelab apply builds it.
 
 Secrets (Talos CAs and tokens, WireGuard keys) are created on first use in
 the state folder beside the spec (<labdir>/.homelab, age encrypted) and
@@ -60,7 +66,7 @@ written 0600 in 0700 folders: keep them out of Git.`,
 			if err != nil {
 				return secretsError("loading the lab's secrets", err)
 			}
-			arts, err := render.Render(lab, bundle)
+			arts, err := renderLab(cmd.ErrOrStderr(), lab, store, bundle)
 			if err != nil {
 				return err
 			}

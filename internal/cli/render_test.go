@@ -41,10 +41,22 @@ func TestRenderCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("homelab render exited %d: %s", code, stderr)
 	}
-	for _, want := range []string{"secrets: new ones saved", "rendered 18 artifacts", "0600  talos/lab-cp-1.yaml", "0644  nftables/host.nft"} {
+	for _, want := range []string{"secrets: new ones saved", "rendered 20 artifacts", "0600  talos/lab-cp-1.yaml", "0644  nftables/host.nft", "0600  git/manager/ssh_host_ed25519_key"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("render output lacks %q:\n%s", want, stdout)
 		}
+	}
+	// The same artifacts as apply builds: the VPN server knows homelab's
+	// own peer.
+	if !strings.Contains(stderr, "vpn: created homelab's own peer") {
+		t.Errorf("render did not create homelab's own VPN peer: %s", stderr)
+	}
+	server, err := os.ReadFile(filepath.Join(out, "wireguard", "server.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(server), OperatorPeer) {
+		t.Errorf("wireguard/server.conf lacks the peer %s:\n(%d bytes)", OperatorPeer, len(server))
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".homelab", "secrets.age")); err != nil {
 		t.Errorf("no encrypted bundle in the state folder: %v", err)

@@ -60,10 +60,9 @@ record the upgrade and report the new versions, nothing is installed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			switch tunnel.Mode(via) {
-			case tunnel.ModeAuto, tunnel.ModeDirect, tunnel.ModeTunnel:
-			default:
-				return withHint(fmt.Errorf("upgrading: --via %q is not a way to reach the admin network", via), "pass --via auto, direct or tunnel")
+			mode, err := parseVia(via)
+			if err != nil {
+				return fmt.Errorf("upgrading: %w", err)
 			}
 			lc, err := loadLab(cmd)
 			if err != nil {
@@ -80,7 +79,7 @@ record the upgrade and report the new versions, nothing is installed.`,
 			if err != nil {
 				return fmt.Errorf("upgrading: loading the lab's secrets: %w", err)
 			}
-			d, how, err := reachAdmin(ctx, lc.Lab, store, tunnel.Mode(via), wgConfig)
+			d, how, err := reachAdmin(ctx, lc.Lab, store, mode, wgConfig)
 			if err != nil {
 				return err
 			}
