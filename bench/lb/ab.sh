@@ -8,7 +8,8 @@
 # PHASE: close (CPU per new connection), keepalive (CPU per request),
 # bulk1 / bulk4 (iperf3, 1 or 4 streams), idle (RSS per idle connection),
 # kill (backend killed under load). TARGET: haproxy, or NAME=PATH of a
-# homelab-lb binary. Env: SECS (default 5; bulk 30), IDLE_CONNS (5000).
+# homelab-lb binary. Env: SECS (default 5; bulk 30), IDLE_CONNS (5000),
+# REPLAY=true (replayOnReset on the two-server backend).
 # Prints one line per run and the median per target.
 set -u -o pipefail
 PHASE=$1 RUNS=$2
@@ -50,6 +51,7 @@ backends:
     balance: roundrobin
     servers: [{address: "$BE_A"}, {address: "$BE_B"}]
     healthCheck: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}
+    replayOnReset: ${REPLAY:-false}
 EOF
 cat >"$W/ha.cfg" <<EOF
 global

@@ -161,7 +161,10 @@ backend http2
 EOF
 }
 # homelab lb: the same frontends, backends and checks. Passive ejection is
-# on (its default: 3 failed connects); HAProxy has no equivalent enabled.
+# on (its default: 3 failed connects, or one refused); HAProxy has no
+# equivalent enabled. The two-server backend has replayOnReset (opt-in:
+# wrk's GETs are idempotent); HAProxy's mode tcp has no equivalent (its
+# retry-on empty-response exists in mode http only).
 homelab_cfg() { # homelab_cfg [weight of s2] > file
 	cat <<EOF
 admin:
@@ -188,6 +191,7 @@ backends:
     balance: roundrobin
     servers: [{address: "$BE_A"}, {address: "$BE_B", weight: ${1:-1}}]
     healthCheck: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}
+    replayOnReset: true
 EOF
 }
 haproxy_cfg splice >"$W/haproxy-splice.cfg"
@@ -537,7 +541,7 @@ best() { # best max|min V1 V2 ...
 	echo
 	echo "## (d) A backend killed under load"
 	echo
-	echo "Two backends (round robin), TCP health checks every 1s, fall 2, rise 2 on both proxies; HAProxy with \`retries 3\` and \`option redispatch\`; homelab lb also ejects passively after 3 failed connects (its default; HAProxy's \`observe layer4\` is not enabled). wrk -c$WRK_CONNS with \`Connection: close\` runs 8s; after 3s one backend gets SIGKILL. Failed = wrk socket errors + non-2xx. \"Open at kill\" is the proxy's count of connections open to that server just before the kill: requests already forwarded to it, which a layer 4 proxy cannot replay. Time to eject is from the kill until the proxy's status (homelab \`/status\`, HAProxy \`show stat\`) shows the server not up."
+	echo "Two backends (round robin), TCP health checks every 1s, fall 2, rise 2 on both proxies; HAProxy with \`retries 3\` and \`option redispatch\`; homelab lb also ejects passively after 3 failed connects or one refused connect (its default; HAProxy's \`observe layer4\` is not enabled) and has \`replayOnReset\` on (a connection the killed server resets before answering is replayed on the other server; opt-in, HAProxy's \`mode tcp\` has no equivalent). wrk -c$WRK_CONNS with \`Connection: close\` runs 8s; after 3s one backend gets SIGKILL. Failed = wrk socket errors + non-2xx. \"Open at kill\" is the proxy's count of connections open to that server just before the kill: requests already forwarded to it; those the server had read when it died cannot be replayed by a layer 4 proxy. Time to eject is from the kill until the proxy's status (homelab \`/status\`, HAProxy \`show stat\`) shows the server not up."
 	echo
 	echo "| target | requests | failed per run | failed (sum) | open at kill | time to eject, ms |"
 	echo "|---|---|---|---|---|---|"

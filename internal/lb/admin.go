@@ -108,6 +108,9 @@ type ServerStatus struct {
 	BytesIn       uint64  `json:"bytesIn"`
 	BytesOut      uint64  `json:"bytesOut"`
 	ConnectErrors uint64  `json:"connectErrors"`
+	ResetEmpty    uint64  `json:"resetBeforeReply"`
+	Replayed      uint64  `json:"replayed"`
+	Ejections     uint64  `json:"ejections"`
 	CheckMillis   float64 `json:"checkMillis,omitempty"`
 	LastCheckErr  string  `json:"lastCheckError,omitempty"`
 }
@@ -147,6 +150,7 @@ func (s *Balancer) Status() Status {
 			ss := ServerStatus{Address: sv.addr, State: sv.state(now), Weight: sv.weight.Load(),
 				Active: sv.active.Load(), Connections: sv.conns.Load(), BytesIn: sv.bytesIn.Load(),
 				BytesOut: sv.bytesOut.Load(), ConnectErrors: sv.connectErrs.Load(),
+				ResetEmpty: sv.resetEmpty.Load(), Replayed: sv.replayed.Load(), Ejections: sv.ejections.Load(),
 				CheckMillis: float64(sv.checkLastNs.Load()) / 1e6}
 			sv.mu.Lock()
 			ss.LastCheckErr = sv.lastCheck
@@ -219,7 +223,9 @@ func (s *Balancer) WriteMetrics(w io.Writer) {
 		{"lb_server_bytes_in_total", "counter", "Bytes sent to the server."},
 		{"lb_server_bytes_out_total", "counter", "Bytes received from the server."},
 		{"lb_server_connect_errors_total", "counter", "Failed connects to the server."},
-		{"lb_server_ejections_total", "counter", "Passive ejections after consecutive connect failures."},
+		{"lb_server_ejections_total", "counter", "Passive ejections after consecutive connect failures (or one refused connect)."},
+		{"lb_server_reset_before_reply_total", "counter", "Connections the server reset before sending a byte."},
+		{"lb_server_replayed_total", "counter", "Connections moved to this server by replayOnReset after another server reset them."},
 		{"lb_server_checks_total", "counter", "Active health checks, by result."},
 		{"lb_server_check_duration_seconds", "gauge", "Duration of the last health check."},
 		{"lb_server_check_duration_seconds_sum", "counter", "Total time spent in health checks."},
@@ -270,6 +276,8 @@ func (s *Balancer) WriteMetrics(w io.Writer) {
 			put("lb_server_bytes_out_total", l, float64(sv.bytesOut.Load()))
 			put("lb_server_connect_errors_total", l, float64(sv.connectErrs.Load()))
 			put("lb_server_ejections_total", l, float64(sv.ejections.Load()))
+			put("lb_server_reset_before_reply_total", l, float64(sv.resetEmpty.Load()))
+			put("lb_server_replayed_total", l, float64(sv.replayed.Load()))
 			if b.cfg.HealthCheck != nil {
 				put("lb_server_checks_total", l+`,result="ok"`, float64(sv.checksOK.Load()))
 				put("lb_server_checks_total", l+`,result="failed"`, float64(sv.checksFailed.Load()))

@@ -2,11 +2,13 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +36,8 @@ type serverRT struct {
 	bytesIn     atomic.Uint64 // client to server
 	bytesOut    atomic.Uint64 // server to client
 	connectErrs atomic.Uint64
+	resetEmpty  atomic.Uint64 // connections the server reset before sending a byte
+	replayed    atomic.Uint64 // connections replayed here after another server reset them
 	ejections   atomic.Uint64
 
 	checksOK     atomic.Uint64
@@ -78,18 +82,27 @@ func (sv *serverRT) state(now int64) string {
 }
 
 // dialFailed counts a failed connect and ejects the server after enough
-// in a row.
-func (sv *serverRT) dialFailed(s *Balancer) {
+// in a row. A refused connect (nothing listens: the server is down or
+// restarting) ejects it at once: the next clients need not try it.
+func (sv *serverRT) dialFailed(s *Balancer, err error) {
 	sv.connectErrs.Add(1)
 	p := sv.passive.Load()
 	n := sv.consecFails.Add(1)
-	if p == nil || p.Disable || p.Failures <= 0 || int(n) < p.Failures {
+	if p == nil || p.Disable || p.Failures <= 0 {
+		return
+	}
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	if int(n) < p.Failures && !refused {
 		return
 	}
 	sv.consecFails.Store(0)
-	sv.ejectedUntil.Store(time.Now().Add(p.EjectFor.D()).UnixNano())
+	now := time.Now()
+	was := sv.ejectedUntil.Load()
+	if was > now.UnixNano() || !sv.ejectedUntil.CompareAndSwap(was, now.Add(p.EjectFor.D()).UnixNano()) {
+		return // already ejected (by a concurrent failed connect)
+	}
 	sv.ejections.Add(1)
-	s.logger().Warn("server ejected after connect failures", "backend", sv.backend, "server", sv.addr, "failures", n, "for", p.EjectFor.String())
+	s.logger().Warn("server ejected after connect failures", "backend", sv.backend, "server", sv.addr, "failures", n, "refused", refused, "for", p.EjectFor.String())
 }
 
 func (sv *serverRT) dialOK() {

@@ -139,6 +139,19 @@ type Backend struct {
 	// Passive ejects a server after consecutive connect failures. Nil means
 	// the defaults (3 failures, 10s).
 	Passive *Passive `yaml:"passive,omitempty" json:"passive,omitempty"`
+	// ReplayOnReset (off by default) resends a connection's first client
+	// bytes, at most ReplayBytes of them, to another server when the
+	// server resets the connection before sending a single byte back (for
+	// example a server killed with the connection still in its accept
+	// queue). The reset means the server did not read everything it was
+	// sent, but it may have read and acted on part of it: turn it on only
+	// for protocols where a request delivered twice is harmless (see
+	// docs/lb.md).
+	ReplayOnReset bool `yaml:"replayOnReset,omitempty" json:"replayOnReset,omitempty"`
+	// ReplayBytes bounds the bytes kept for ReplayOnReset (default 16384,
+	// at most 1 MiB); a connection whose client sends more before the
+	// server answers is not replayed.
+	ReplayBytes int `yaml:"replayBytes,omitempty" json:"replayBytes,omitempty"`
 }
 
 // Server is one backend server.
@@ -197,6 +210,7 @@ type Duration = units.Duration
 // Defaults applied by SetDefaults.
 const (
 	DefaultConnectTimeout   = 3 * time.Second
+	DefaultReplayBytes      = 16 << 10
 	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultUDPIdleTimeout   = 60 * time.Second
@@ -254,6 +268,9 @@ func (c *Config) SetDefaults() {
 		}
 		if b.Passive == nil {
 			b.Passive = &Passive{}
+		}
+		if b.ReplayOnReset && b.ReplayBytes == 0 {
+			b.ReplayBytes = DefaultReplayBytes
 		}
 		if b.Passive.Failures == 0 {
 			b.Passive.Failures = 3
@@ -451,6 +468,9 @@ func (c *Config) validate() []*FieldError {
 		}
 		if b.Passive != nil && b.Passive.Failures < 0 {
 			add(p+".passive.failures", "must not be negative")
+		}
+		if b.ReplayBytes < 0 || b.ReplayBytes > 1<<20 {
+			add(p+".replayBytes", "must be between 0 and 1048576, got %d", b.ReplayBytes)
 		}
 	}
 

@@ -37,6 +37,11 @@ type proxyConn struct {
 	parkedIDs  [2]int32     // parker ids by direction; guarded by parker.mu
 	aborted    atomic.Bool
 	closeOnce  sync.Once
+
+	bk        *backendRT    // for a replay's new server
+	connectTO time.Duration // connect timeout, for a replay
+	rp        *replay       // nil unless the backend has replayOnReset
+	replied   bool          // the server sent a byte (server-to-client direction only)
 }
 
 func (pc *proxyConn) touch() { pc.lastActive.Store(time.Now().UnixNano()) }
@@ -106,6 +111,12 @@ func (pc *proxyConn) closeBoth() {
 	first := false
 	pc.closeOnce.Do(func() {
 		first = true
+		if rp := pc.rp; rp != nil {
+			rp.mu.Lock()
+			rp.closed = true
+			rp.active.Store(false)
+			defer rp.mu.Unlock()
+		}
 		pc.client.Close()
 		pc.backend.Close()
 	})
@@ -136,8 +147,12 @@ func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) 
 // ends or parks. resumed is true when the parker restarts it.
 func (pc *proxyConn) direction(toBackend, resumed bool) {
 	defer pc.srv.wg.Done()
-	src, dst := pc.backendRaw, pc.clientRaw
-	srcConn, dstConn := deadliner(pc.backend), deadliner(pc.client)
+	b := pc.backend
+	if pc.rp != nil {
+		b = pc.backendNow()
+	}
+	src, dst := b.rc, pc.clientRaw
+	srcConn, dstConn := deadliner(b), deadliner(pc.client)
 	if toBackend {
 		src, dst = dst, src
 		srcConn, dstConn = dstConn, srcConn
@@ -160,15 +175,22 @@ func (pc *proxyConn) direction(toBackend, resumed bool) {
 // other side's write half. The second direction to finish cleans up.
 func (pc *proxyConn) finish(err error, toBackend bool) {
 	if err != nil {
+		pc.closeBoth() // first: no replay can swap the server after it
 		if !pc.aborted.Load() && !isClosed(err) && !errors.Is(err, errDeadline) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 			pc.srv.logger().Debug("connection error", "backend", pc.sv.backend, "server", pc.sv.addr, "err", err)
 		}
-		pc.closeBoth()
 	} else if pc.done.Load() == 0 {
 		// Pass the half-close on. When the other direction is already
 		// done, closing both (below) sends the FIN: one syscall fewer.
 		if toBackend {
-			pc.backend.closeWrite()
+			if rp := pc.rp; rp != nil {
+				rp.mu.Lock()
+				rp.c2sEOF = true
+				pc.backend.closeWrite()
+				rp.mu.Unlock()
+			} else {
+				pc.backend.closeWrite()
+			}
 		} else {
 			pc.client.closeWrite()
 		}
@@ -372,7 +394,7 @@ func (s *Balancer) handle(l *listener, fd int, client netip.AddrPort) {
 			bc = conn
 			break
 		}
-		sv.dialFailed(s)
+		sv.dialFailed(s, err)
 		s.logger().Debug("connect failed, trying next server", "backend", bk.name, "server", sv.addr, "err", err)
 		tried = append(tried, sv)
 		sv = nil
@@ -411,6 +433,12 @@ func (s *Balancer) handle(l *listener, fd int, client netip.AddrPort) {
 	pc := &proxyConn{srv: s, fe: stats, sv: sv, client: c, backend: bc, src: src, idle: to.Idle.D(), noSplice: st.cfg.Tuning.NoSplice}
 	if !st.cfg.Tuning.NoPark {
 		pc.parkAfter = st.cfg.Tuning.ParkAfter.D()
+	}
+	if bk.cfg.ReplayOnReset && len(pre) <= bk.cfg.ReplayBytes {
+		pc.bk, pc.connectTO = bk, to.Connect.D()
+		pc.rp = &replay{max: bk.cfg.ReplayBytes, tried: append([]*serverRT(nil), tried...)}
+		pc.rp.buf = append(pc.rp.buf, pre...)
+		pc.rp.active.Store(true)
 	}
 	sv.conns.Add(1)
 	sv.active.Add(1)

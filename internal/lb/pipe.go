@@ -156,6 +156,47 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 		}
 		return true // never wait here, holding src's read lock
 	}
+	// preWrite, toward a server whose backend has replayOnReset, takes
+	// the current server socket (a replay may have swapped it) and, while
+	// the replay window is open, writes through replaySend, which keeps a
+	// copy. It reports whether everything in hand is written (or err set).
+	rp := pc.rp
+	if !toBackend {
+		rp = nil
+	}
+	var gen int32
+	takeBackend := func(b *sock) {
+		dst, dstConn = b.rc, b
+	}
+	preWrite := func() bool {
+		if rp == nil {
+			return false
+		}
+		if g := rp.gen.Load(); g != gen {
+			gen = g
+			takeBackend(pc.backendNow())
+		}
+		if !rp.active.Load() {
+			return false
+		}
+		if inPipe {
+			rp.stop()
+			takeBackend(pc.backendNow())
+			return false
+		}
+		m, to, ok, werr := pc.replaySend((*buf)[off:n])
+		takeBackend(to)
+		gen = rp.gen.Load()
+		if !ok {
+			return false
+		}
+		off += m
+		if werr != nil {
+			err = werr
+			return true
+		}
+		return off == n
+	}
 	readFn := func(fd uintptr) bool {
 		for {
 			if splicing {
@@ -176,6 +217,12 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				}
 				n, err = rawRead(int(fd), *buf)
 				inPipe = false
+			}
+			if n > 0 && !toBackend && !pc.replied {
+				pc.replied = true
+				if pc.rp != nil {
+					pc.rp.stop()
+				}
 			}
 			switch {
 			case err == unix.EINTR:
@@ -205,7 +252,11 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 				// A short read: the socket is drained. Write it out
 				// here and wait for more in the same src.Read call.
 				off, blocked = 0, false
-				if werr := dst.Write(inlineWrite); werr != nil {
+				if preWrite() {
+					if err != nil {
+						return true
+					}
+				} else if werr := dst.Write(inlineWrite); werr != nil {
 					if errors.Is(werr, errDeadline) {
 						blocked = true // the caller's write loop decides
 					} else if err == nil {
@@ -284,6 +335,19 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			}
 			return rerr
 		}
+		if err != nil && !toBackend && !pc.replied && errors.Is(err, unix.ECONNRESET) {
+			// The server reset the connection before sending a byte.
+			pc.sv.resetEmpty.Add(1)
+			if pc.rp != nil {
+				if nb := pc.redispatch(); nb != nil {
+					src, srcConn = nb.rc, nb
+					releasePipe()
+					releaseBuf()
+					err, splicing, burst = nil, false, 0
+					continue
+				}
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -294,6 +358,12 @@ func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, 
 			off = 0
 		}
 		inline = false
+		if preWrite() {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		for {
 			werr := dst.Write(writeFn)
 			if werr != nil {

@@ -115,7 +115,7 @@ func (f *udpFrontend) newFlow(fe *frontendRT, from netip.AddrPort) *udpFlow {
 		}
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(sv.ap))
 		if err != nil {
-			sv.dialFailed(s)
+			sv.dialFailed(s, err)
 			tried = append(tried, sv)
 			continue
 		}

@@ -1,0 +1,170 @@
+package lb
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// resetter is a server that resets every connection: before sending
+// anything (as a server killed with the connection in its accept queue
+// does) or, with greet, after sending a greeting.
+type resetter struct {
+	ln    net.Listener
+	addr  string
+	greet bool
+	wg    sync.WaitGroup
+}
+
+func startResetter(t *testing.T, greet bool) *resetter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &resetter{ln: ln, addr: ln.Addr().String(), greet: greet}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if r.greet {
+				io.WriteString(c, "resetter\n")
+			}
+			// Wait for the client's bytes and leave them unread: the
+			// close then sends a reset.
+			time.Sleep(30 * time.Millisecond)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
+	return r
+}
+
+func replayConfig(on bool, bytes int, servers ...string) string {
+	var b strings.Builder
+	for _, s := range servers {
+		fmt.Fprintf(&b, "      - address: %s\n", s)
+	}
+	return fmt.Sprintf(`
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    passive: {disable: true}
+    replayOnReset: %v
+    replayBytes: %d
+    servers:
+%s`, on, bytes, b.String())
+}
+
+// The client speaks first (the usual case: a request); the good server
+// greets once it has read the client's bytes (record), then echoes.
+func TestReplayOnReset(t *testing.T) {
+	tests := []struct {
+		name      string
+		on        bool
+		greet     bool // the resetting server answers before it resets
+		send      int  // bytes the client sends first
+		wantSaved bool
+	}{
+		{"replayed", true, false, 100, true},
+		{"off by default", false, false, 100, false},
+		{"more than replayBytes", true, false, 5000, false},
+		{"server answered first", true, true, 100, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := startResetter(t, tt.greet)
+			good := startBackend(t, "good")
+			good.record.Store(true)
+			s := startLB(t, replayConfig(tt.on, 4096, bad.addr, good.addr))
+			a := addr(t, s, "web")
+			saved, failed := 0, 0
+			for range 4 { // round robin: some go to the resetter first
+				c, err := net.Dial("tcp", a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				msg := strings.Repeat("x", tt.send-1) + "\n"
+				if _, err := io.WriteString(c, msg); err != nil {
+					t.Fatal(err)
+				}
+				r := bufio.NewReader(c)
+				line, err := r.ReadString('\n')
+				if err == nil && line == "good\n" {
+					saved++
+				} else {
+					failed++
+				}
+				c.Close()
+			}
+			st := s.Status().Backends[0].Servers
+			if tt.wantSaved {
+				if failed != 0 || saved != 4 {
+					t.Errorf("%d of 4 connections failed, want none (replayed on the good server)", failed)
+				}
+				if st[0].ResetEmpty == 0 || st[1].Replayed != st[0].ResetEmpty {
+					t.Errorf("resetBeforeReply = %d on the resetter, replayed = %d on the good server; want the same, not 0", st[0].ResetEmpty, st[1].Replayed)
+				}
+				// The good server got exactly what each client sent.
+				for _, b := range good.firstBytes() {
+					if string(b) != msg(tt.send) {
+						t.Errorf("good server got %d bytes first, want the client's %d", len(b), tt.send)
+					}
+				}
+			} else if failed != 2 || saved != 2 {
+				t.Errorf("%d of 4 connections failed, want the 2 sent to the resetter", failed)
+			}
+			if want := uint64(2); !tt.wantSaved && !tt.greet && st[0].ResetEmpty != want {
+				t.Errorf("resetBeforeReply = %d on the resetter, want %d", st[0].ResetEmpty, want)
+			}
+			if tt.greet && st[0].ResetEmpty != 0 {
+				t.Errorf("resetBeforeReply = %d on a server that answered first, want 0", st[0].ResetEmpty)
+			}
+		})
+	}
+}
+
+func msg(n int) string { return strings.Repeat("x", n-1) + "\n" }
+
+// A refused connect ejects the server at once; the connection goes to the
+// next server.
+func TestRefusedConnectEjectsAtOnce(t *testing.T) {
+	dead := closedAddr(t)
+	good := startBackend(t, "good")
+	s := startLB(t, fmt.Sprintf(`
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    passive: {failures: 5, ejectFor: 1h}
+    servers:
+      - address: %s
+      - address: %s
+`, dead, good.addr))
+	for range 2 { // round robin: one of them tries the refused server
+		c := dial(t, addr(t, s, "web"))
+		if got := c.hello(t); got != "good" {
+			t.Fatalf("reached %q, want good", got)
+		}
+		c.Close()
+	}
+	if st := serverState(s, "app", dead); st != "ejected" {
+		t.Errorf("refused server state = %s, want ejected after one refused connect", st)
+	}
+}
