@@ -730,10 +730,13 @@ func (p *Provider) ensureProcess(ctx context.Context, d procDef) error {
 
 func (p *Provider) stopProcess(ctx context.Context, name string) error {
 	// The daemon's rendered config may hold private keys: it goes with
-	// the daemon.
+	// the daemon, before its spec, so that a destroy killed in between
+	// still finds the spec (and this step) the next time; and again at
+	// the end, for what the daemon wrote while stopping.
 	defer os.RemoveAll(p.l.config(name))
 	var sp procSpec
 	specErr := readJSON(p.l.spec(name), &sp)
+	os.RemoveAll(p.l.config(name))
 	os.Remove(p.l.spec(name))
 	p.signalSupervisor()
 	if specErr != nil {
