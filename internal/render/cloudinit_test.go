@@ -101,7 +101,7 @@ func TestGitServerUserData(t *testing.T) {
 			Name, Shell, Homedir string
 		} `yaml:"users"`
 		WriteFiles []struct{ Path, Permissions, Content string } `yaml:"write_files"`
-		RunCmd     [][]string                                 `yaml:"runcmd"`
+		RunCmd     [][]string                                    `yaml:"runcmd"`
 	}
 	if err := yaml.Unmarshal(data, &ud); err != nil {
 		t.Fatalf("user-data is not YAML: %v", err)
