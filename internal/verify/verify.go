@@ -501,10 +501,11 @@ func shortErr(err error) string {
 	return s
 }
 
-// startListeners opens verify's own listeners for services that nothing in
-// the lab serves (the manager's SSH, the Internet's echo): a TCP listener
-// that tells each client its address, and a UDP echo. A port already in
-// use is served by someone else and left alone.
+// startListeners opens verify's own listeners for services the lab may not
+// serve (the manager's SSH, served by its Git server only when the lab's
+// repository lives there; the Internet's echo): a TCP listener that tells
+// each client its address, and a UDP echo. A port already in use is served
+// by someone else and left alone.
 func startListeners(svcs []Service) (stop func(), err error) {
 	var closers []io.Closer
 	stop = func() {

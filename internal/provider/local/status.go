@@ -131,7 +131,7 @@ func guestKind(m spec.Machine) string {
 	case spec.MachineVPN:
 		return "wireguard vpn"
 	case spec.MachineManager:
-		return "manager (namespace only)"
+		return "manager (git server stand-in when it hosts the repository)"
 	}
 	return string(m.Role)
 }
