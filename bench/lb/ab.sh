@@ -51,12 +51,12 @@ backends:
     balance: roundrobin
     servers: [{address: "$BE_A"}, {address: "$BE_B"}]
     healthCheck: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}
-    replayOnReset: ${REPLAY:-false}
 EOF
+[ "${REPLAY:-}" = true ] && echo "    replayOnReset: true" >>"$W/h.yaml"
 cat >"$W/ha.cfg" <<EOF
 global
   nbthread 1
-  maxconn 9000
+  maxconn 8000
   maxpipes 64
   tune.pipesize 262144
   stats socket $W/ha.sock mode 600 level admin
