@@ -199,9 +199,9 @@ func (k *kubeAPI) do(ctx context.Context, method, path, contentType string, body
 		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, msg)
 	}
 	if out != nil {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(out); err != nil {
+		// Leniently: a newer kube-apiserver (after homelab upgrade) or an
+		// alpha feature adds fields this build does not know.
+		if err := json.Unmarshal(data, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("%s %s: the answer is not the expected object: %v", method, path, err)
 		}
 	}
