@@ -1,17 +1,14 @@
 package gitops
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/homelab-dev/homelab/internal/gitrepo"
 )
 
 // StateFileGitAccess keeps GitAccess in the state folder.
@@ -49,10 +46,10 @@ func LoadOrCreateGitAccess(st Store) (*GitAccess, bool, error) {
 		return &g, false, nil
 	}
 	g := &GitAccess{}
-	if g.DeployKey, g.DeployPublic, err = newSSHKey("flux deploy key"); err != nil {
+	if g.DeployKey, g.DeployPublic, err = gitrepo.NewSSHKey("flux deploy key"); err != nil {
 		return nil, false, err
 	}
-	if g.HostKey, g.HostPublic, err = newSSHKey("manager host key"); err != nil {
+	if g.HostKey, g.HostPublic, err = gitrepo.NewSSHKey("manager host key"); err != nil {
 		return nil, false, err
 	}
 	data, err = json.Marshal(g)
@@ -63,22 +60,6 @@ func LoadOrCreateGitAccess(st Store) (*GitAccess, bool, error) {
 		return nil, false, fmt.Errorf("storing the git access keys: %w", err)
 	}
 	return g, true, nil
-}
-
-func newSSHKey(comment string) (private []byte, public string, err error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, comment)
-	if err != nil {
-		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
-	}
-	return pem.EncodeToMemory(block), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " " + comment, nil
 }
 
 // FluxSecret is the data of the flux-system secret for an ssh:// repository

@@ -43,19 +43,11 @@ func LoadOrCreatePushKey(st Store) (*PushKey, bool, error) {
 		}
 		return &k, false, nil
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	priv, pub, err := NewSSHKey("homelab push key")
 	if err != nil {
-		return nil, false, fmt.Errorf("creating the git push key: %w", err)
+		return nil, false, err
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "homelab push key")
-	if err != nil {
-		return nil, false, fmt.Errorf("creating the git push key: %w", err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return nil, false, fmt.Errorf("creating the git push key: %w", err)
-	}
-	k := &PushKey{Key: pem.EncodeToMemory(block), Public: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " homelab push key"}
+	k := &PushKey{Key: priv, Public: pub}
 	data, err = json.Marshal(k)
 	if err != nil {
 		return nil, false, fmt.Errorf("encoding the git push key: %w", err)
@@ -64,6 +56,24 @@ func LoadOrCreatePushKey(st Store) (*PushKey, bool, error) {
 		return nil, false, fmt.Errorf("storing the git push key: %w", err)
 	}
 	return k, true, nil
+}
+
+// NewSSHKey makes an ed25519 SSH key: the private key (OpenSSH PEM, a
+// secret) and its authorized_keys line ending in comment.
+func NewSSHKey(comment string) (private []byte, public string, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, "", fmt.Errorf("creating the %s: %w", comment, err)
+	}
+	return pem.EncodeToMemory(block), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " " + comment, nil
 }
 
 // TargetFromURL makes a Target from an ssh:// repository URL

@@ -311,3 +311,24 @@ func FuzzParseGitCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestNewSSHKey(t *testing.T) {
+	priv, pub, err := NewSSHKey("some key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signer.PublicKey().Type() != ssh.KeyAlgoED25519 {
+		t.Errorf("key type %s, want ed25519", signer.PublicKey().Type())
+	}
+	if want := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " some key"; pub != want {
+		t.Errorf("public = %q, want %q", pub, want)
+	}
+	priv2, _, _ := NewSSHKey("some key")
+	if string(priv2) == string(priv) {
+		t.Error("two keys are the same")
+	}
+}
