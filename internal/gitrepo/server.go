@@ -268,9 +268,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("git server: %w", err)
 		}
 		s.mu.Lock()
+		if s.closed {
+			// Close ran between Accept and here: it could not close
+			// this connection, so it goes now, before Serve waits.
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
 		s.conns[c] = true
-		s.mu.Unlock()
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(ctx, c, cfg)

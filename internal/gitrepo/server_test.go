@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -330,5 +332,56 @@ func TestNewSSHKey(t *testing.T) {
 	priv2, _, _ := NewSSHKey("some key")
 	if string(priv2) == string(priv) {
 		t.Error("two keys are the same")
+	}
+}
+
+// closingListener hands out one connection, calling close just before
+// it returns it (Close racing Accept), then reports itself closed.
+type closingListener struct {
+	conn   net.Conn
+	close  func()
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *closingListener) Accept() (net.Conn, error) {
+	if c := l.conn; c != nil {
+		l.conn = nil
+		l.close()
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *closingListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
+func (l *closingListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestServerCloseRacingAccept: a connection accepted while Close runs
+// is closed at once; Serve does not wait for its handshake timeout.
+func TestServerCloseRacingAccept(t *testing.T) {
+	hostKey, _ := newKey(t, "host")
+	_, pub := newKey(t, "k")
+	s := &Server{Dir: t.TempDir(), HostKey: hostKey, Authorized: []byte(pub)}
+	client, server := net.Pipe()
+	defer client.Close()
+	ln := &closingListener{conn: server, close: func() { s.Close() }, closed: make(chan struct{})}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- s.Serve(context.Background(), ln) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil after Close", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still waits 5s after Close: the connection accepted during Close was kept")
+	}
+	client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := client.Read(make([]byte, 64)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the connection accepted during Close: read = %v, want it closed", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %s", d)
 	}
 }
