@@ -1,7 +1,6 @@
 package gitops
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/homelab-dev/homelab/internal/kubeapi"
 	"github.com/homelab-dev/homelab/internal/render"
 )
 
@@ -86,6 +86,10 @@ func SyncFile(arts []render.Artifact) ([]byte, error) {
 		}
 	}
 	return nil, errors.New("the gitops tree has no flux-system/gotk-sync.yaml")
+}
+
+func (b *Bootstrapper) api() *kubeapi.Client {
+	return &kubeapi.Client{HTTP: b.Kube, Server: b.Server}
 }
 
 func (b *Bootstrapper) progress(format string, args ...any) {
@@ -253,7 +257,7 @@ func (b *Bootstrapper) resource(ctx context.Context, apiVersion, kind string, re
 			p = "/api/v1"
 		}
 		var l metav1.APIResourceList
-		code, err := b.do(ctx, http.MethodGet, p, "", nil, &l)
+		code, err := b.api().Do(ctx, http.MethodGet, p, "", nil, &l)
 		switch {
 		case code == http.StatusNotFound:
 			return metav1.APIResource{}, false, nil
@@ -345,44 +349,9 @@ func (b *Bootstrapper) apply(ctx context.Context, o map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s %s: %w", kind, name, err)
 	}
-	if _, err := b.do(ctx, http.MethodPatch, p, "application/apply-patch+yaml", body, nil); err != nil {
-		// Secrets' errors must not carry their bodies; do never does.
+	if _, err := b.api().Do(ctx, http.MethodPatch, p, "application/apply-patch+yaml", body, nil); err != nil {
+		// Secrets' errors must not carry their bodies; Do never does.
 		return fmt.Errorf("applying %s %s: %w", kind, name, err)
 	}
 	return nil
-}
-
-// do sends one request; the error holds the API's status message, never
-// the request body.
-func (b *Bootstrapper) do(ctx context.Context, method, path, contentType string, body []byte, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(b.Server, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := b.Kube.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 {
-		var st metav1.Status
-		if json.Unmarshal(data, &st) == nil && st.Message != "" {
-			return resp.StatusCode, fmt.Errorf("%s (%d %s)", st.Message, resp.StatusCode, st.Reason)
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %s", method, strings.SplitN(path, "?", 2)[0], resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: unexpected answer", method, path)
-		}
-	}
-	return resp.StatusCode, nil
 }

@@ -2,10 +2,7 @@ package bootstrap
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+
+	"github.com/homelab-dev/homelab/internal/kubeapi"
 )
 
 // Status is the outcome of one health check.
@@ -142,19 +141,20 @@ func (f *Flow) Health(ctx context.Context, kubeconfig []byte, standin bool) *Rep
 		add("kubernetes api", Failed, "%v", err)
 		return rep
 	}
-	code, body, err := get(ctx, hc, kc.Server+"/readyz")
+	api := &kubeapi.Client{HTTP: hc, Server: kc.Server}
+	code, body, err := api.Get(ctx, "/readyz")
 	switch {
 	case err != nil:
 		add("kubernetes /readyz", Failed, "%s: %v", kc.Server, err)
 		return rep
 	case code != http.StatusOK:
-		add("kubernetes /readyz", Failed, "%s answered %d: %s", kc.Server, code, firstLine(body))
+		add("kubernetes /readyz", Failed, "%s answered %d: %s", kc.Server, code, kubeapi.FirstLine(body))
 		return rep
 	default:
 		add("kubernetes /readyz", OK, "%s ready", kc.Server)
 	}
-	f.nodesCheck(ctx, hc, kc.Server, standin, add)
-	f.staticPodsCheck(ctx, hc, kc.Server, cps, standin, add)
+	f.nodesCheck(ctx, api, standin, add)
+	f.staticPodsCheck(ctx, api, cps, standin, add)
 	return rep
 }
 
@@ -256,9 +256,9 @@ func (f *Flow) etcdCheck(ctx context.Context, n *Node, want int, standin bool, a
 	}
 }
 
-func (f *Flow) nodesCheck(ctx context.Context, hc *http.Client, server string, standin bool, add addFunc) {
+func (f *Flow) nodesCheck(ctx context.Context, api *kubeapi.Client, standin bool, add addFunc) {
 	var list corev1.NodeList
-	code, err := getJSON(ctx, hc, server+"/api/v1/nodes", &list)
+	code, err := api.Do(ctx, http.MethodGet, "/api/v1/nodes", "", nil, &list)
 	switch {
 	case standin && code == http.StatusNotFound:
 		add("nodes ready", Skipped, "the stand-in kube-apiserver serves no /api/v1/nodes")
@@ -288,9 +288,9 @@ func (f *Flow) nodesCheck(ctx context.Context, hc *http.Client, server string, s
 	add("nodes ready", OK, "%d node(s) Ready", len(f.Nodes))
 }
 
-func (f *Flow) staticPodsCheck(ctx context.Context, hc *http.Client, server string, cps []string, standin bool, add addFunc) {
+func (f *Flow) staticPodsCheck(ctx context.Context, api *kubeapi.Client, cps []string, standin bool, add addFunc) {
 	var list corev1.PodList
-	code, err := getJSON(ctx, hc, server+"/api/v1/namespaces/kube-system/pods", &list)
+	code, err := api.Do(ctx, http.MethodGet, "/api/v1/namespaces/kube-system/pods", "", nil, &list)
 	switch {
 	case standin && code == http.StatusNotFound:
 		add("control-plane pods", Skipped, "the stand-in kube-apiserver runs no pods")
@@ -325,38 +325,3 @@ func (f *Flow) staticPodsCheck(ctx context.Context, hc *http.Client, server stri
 	add("control-plane pods", OK, "apiserver, controller-manager and scheduler ready on %d control plane(s)", len(cps))
 }
 
-func get(ctx context.Context, hc *http.Client, url string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	return resp.StatusCode, body, err
-}
-
-func getJSON(ctx context.Context, hc *http.Client, url string, v any) (int, error) {
-	code, body, err := get(ctx, hc, url)
-	if err != nil {
-		return code, err
-	}
-	if code != http.StatusOK {
-		return code, fmt.Errorf("GET %s: %d %s", url, code, firstLine(body))
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return code, errors.New("GET " + url + ": the answer is not the expected JSON")
-	}
-	return code, nil
-}
-
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	if len(s) > 200 {
-		s = s[:200] + "..."
-	}
-	return s
-}

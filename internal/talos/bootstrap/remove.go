@@ -1,12 +1,10 @@
 package bootstrap
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/homelab-dev/homelab/internal/kubeapi"
 )
 
 // DefaultDrainTimeout bounds the eviction of one node's pods.
@@ -51,7 +51,7 @@ func (f *Flow) RemoveNodes(ctx context.Context, names []string) error {
 	if err != nil {
 		return fmt.Errorf("removing nodes: %w", err)
 	}
-	api := &kubeAPI{hc: hc, server: kc.Server}
+	api := &kubeapi.Client{HTTP: hc, Server: kc.Server}
 	for _, name := range names {
 		if err := f.removeNode(ctx, api, name); err != nil {
 			return fmt.Errorf("removing node %s from kubernetes: %w", name, err)
@@ -60,10 +60,10 @@ func (f *Flow) RemoveNodes(ctx context.Context, names []string) error {
 	return nil
 }
 
-func (f *Flow) removeNode(ctx context.Context, api *kubeAPI, name string) error {
+func (f *Flow) removeNode(ctx context.Context, api *kubeapi.Client, name string) error {
 	path := "/api/v1/nodes/" + url.PathEscape(name)
 	var node corev1.Node
-	code, err := api.do(ctx, http.MethodGet, path, "", nil, &node)
+	code, err := api.Do(ctx, http.MethodGet, path, "", nil, &node)
 	switch {
 	case code == http.StatusNotFound:
 		f.progress("%s: not a kubernetes node (never joined or removed already)", name)
@@ -73,7 +73,7 @@ func (f *Flow) removeNode(ctx context.Context, api *kubeAPI, name string) error 
 	}
 	if !node.Spec.Unschedulable {
 		patch := []byte(`{"spec":{"unschedulable":true}}`)
-		if _, err := api.do(ctx, http.MethodPatch, path, "application/merge-patch+json", patch, &node); err != nil {
+		if _, err := api.Do(ctx, http.MethodPatch, path, "application/merge-patch+json", patch, &node); err != nil {
 			return fmt.Errorf("cordoning: %w", err)
 		}
 		if !node.Spec.Unschedulable {
@@ -84,7 +84,7 @@ func (f *Flow) removeNode(ctx context.Context, api *kubeAPI, name string) error 
 	if err := f.drain(ctx, api, name); err != nil {
 		return err
 	}
-	if code, err := api.do(ctx, http.MethodDelete, path, "", nil, nil); err != nil && code != http.StatusNotFound {
+	if code, err := api.Do(ctx, http.MethodDelete, path, "", nil, nil); err != nil && code != http.StatusNotFound {
 		return fmt.Errorf("deleting the node: %w", err)
 	}
 	f.progress("%s: node deleted from kubernetes", name)
@@ -92,7 +92,7 @@ func (f *Flow) removeNode(ctx context.Context, api *kubeAPI, name string) error 
 }
 
 // drain evicts the node's pods until none that must move is left.
-func (f *Flow) drain(ctx context.Context, api *kubeAPI, name string) error {
+func (f *Flow) drain(ctx context.Context, api *kubeapi.Client, name string) error {
 	timeout := orDefault(f.DrainTimeout, DefaultDrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -101,7 +101,7 @@ func (f *Flow) drain(ctx context.Context, api *kubeAPI, name string) error {
 	for {
 		var list corev1.PodList
 		q := url.Values{"fieldSelector": {"spec.nodeName=" + name}}
-		if _, err := api.do(dctx, http.MethodGet, "/api/v1/pods?"+q.Encode(), "", nil, &list); err != nil {
+		if _, err := api.Do(dctx, http.MethodGet, "/api/v1/pods?"+q.Encode(), "", nil, &list); err != nil {
 			switch {
 			case cutByDeadline(dctx) && len(left) > 0:
 				return fmt.Errorf("draining: pods still on the node after %s: %s", timeout, strings.Join(left, ", "))
@@ -122,7 +122,7 @@ func (f *Flow) drain(ctx context.Context, api *kubeAPI, name string) error {
 			}
 			body, _ := json.Marshal(&ev)
 			path := fmt.Sprintf("/api/v1/namespaces/%s/pods/%s/eviction", url.PathEscape(p.Namespace), url.PathEscape(p.Name))
-			code, err := api.do(dctx, http.MethodPost, path, "application/json", body, nil)
+			code, err := api.Do(dctx, http.MethodPost, path, "application/json", body, nil)
 			switch {
 			case err == nil:
 				evicted++
@@ -159,51 +159,4 @@ func staysOnNode(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// kubeAPI is a minimal client of the Kubernetes API.
-type kubeAPI struct {
-	hc     *http.Client
-	server string
-}
-
-// do sends one request and decodes a 2xx answer into out (when not nil).
-// The error carries the API's Status message.
-func (k *kubeAPI) do(ctx context.Context, method, path, contentType string, body []byte, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, k.server+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	if body == nil {
-		req.Body, req.ContentLength = http.NoBody, 0
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 {
-		var st metav1.Status
-		msg := firstLine(data)
-		if json.Unmarshal(data, &st) == nil && st.Message != "" {
-			msg = st.Message
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, msg)
-	}
-	if out != nil {
-		// Leniently: a newer kube-apiserver (after homelab upgrade) or an
-		// alpha feature adds fields this build does not know.
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: the answer is not the expected object: %v", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
 }

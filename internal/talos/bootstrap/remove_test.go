@@ -3,13 +3,9 @@ package bootstrap
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // Removing a worker through the stand-in control plane's Kubernetes API:
@@ -72,23 +68,5 @@ func TestRemoveNodesDrainBounded(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("RemoveNodes took %s with a 500ms drain bound", time.Since(start))
-	}
-}
-
-// A kube-apiserver newer than this build answers fields it does not
-// know: the removal must still read the node.
-func TestKubeAPIToleratesUnknownFields(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"kind":"Node","apiVersion":"v1","metadata":{"name":"lab-worker-1","futureMeta":1},"spec":{"unschedulable":true,"futureSpec":{"a":"b"}},"futureTop":[1]}`)
-	}))
-	defer srv.Close()
-	var node corev1.Node
-	api := &kubeAPI{hc: srv.Client(), server: srv.URL}
-	if _, err := api.do(context.Background(), http.MethodGet, "/api/v1/nodes/lab-worker-1", "", nil, &node); err != nil {
-		t.Fatalf("reading a node with fields unknown to this build: %v", err)
-	}
-	if node.Name != "lab-worker-1" || !node.Spec.Unschedulable {
-		t.Errorf("node = %s unschedulable %v, want lab-worker-1 cordoned", node.Name, node.Spec.Unschedulable)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+
+	"github.com/homelab-dev/homelab/internal/kubeapi"
 )
 
 // UpgradeResult says what a rollout did.
@@ -189,12 +191,12 @@ func (f *Flow) readyzCheck(ctx context.Context, kubeconfig []byte, add addFunc) 
 		add("kubernetes /readyz", Failed, "%v", err)
 		return
 	}
-	code, body, err := get(ctx, hc, kc.Server+"/readyz")
+	code, body, err := (&kubeapi.Client{HTTP: hc, Server: kc.Server}).Get(ctx, "/readyz")
 	switch {
 	case err != nil:
 		add("kubernetes /readyz", Failed, "%s: %v", kc.Server, err)
 	case code != 200:
-		add("kubernetes /readyz", Failed, "%s answered %d: %s", kc.Server, code, firstLine(body))
+		add("kubernetes /readyz", Failed, "%s answered %d: %s", kc.Server, code, kubeapi.FirstLine(body))
 	default:
 		add("kubernetes /readyz", OK, "%s ready", kc.Server)
 	}
