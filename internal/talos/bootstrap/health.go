@@ -324,4 +324,3 @@ func (f *Flow) staticPodsCheck(ctx context.Context, api *kubeapi.Client, cps []s
 	}
 	add("control-plane pods", OK, "apiserver, controller-manager and scheduler ready on %d control plane(s)", len(cps))
 }
-
