@@ -26,7 +26,11 @@ const Branch = "refs/heads/main"
 const sessionTimeout = 5 * time.Minute
 
 // StateFilePushed records, in the state folder, the last commit Push
-// made and its tree.
+// made and its tree, and the commit it is pushing (pending) from just
+// before the pack is sent until the server has taken it: a push cut
+// short after the server updated the branch (Ctrl-C, a timeout, a
+// failed state write) leaves the branch at a commit homelab made, which
+// the next Push knows as its own.
 const StateFilePushed = "gitrepo-pushed"
 
 // Store keeps files encrypted; *secrets.Store is one.
@@ -90,6 +94,16 @@ type pushed struct {
 	Repository string `json:"repository"`
 	Commit     string `json:"commit"`
 	Tree       string `json:"tree"`
+	// Pending is the commit being pushed, recorded before its pack is
+	// sent; gone once the push is done. Commit ids carry the author
+	// time, so it is the exact id, not one to build again.
+	Pending *pendingPush `json:"pending,omitempty"`
+}
+
+type pendingPush struct {
+	Commit string `json:"commit"`
+	Tree   string `json:"tree"`
+	Parent string `json:"parent"`
 }
 
 // MovedError is returned when the remote branch is not the commit
@@ -108,8 +122,10 @@ func (e *MovedError) Error() string {
 // Push commits arts as the whole tree of the branch main, on top of the
 // remote head, and pushes it with git's receive-pack protocol over SSH.
 // When the remote head is the commit Push made last (opts.State) and
-// the tree is the same, nothing is pushed. When the remote head is
-// another commit, Push refuses with a *MovedError unless opts.Force.
+// the tree is the same, nothing is pushed. A commit whose push was cut
+// short after the server took it (recorded as pending) counts as the
+// last one. When the remote head is another commit, Push refuses with a
+// *MovedError unless opts.Force.
 func Push(ctx context.Context, t Target, arts []render.Artifact, opts Options) (Result, error) {
 	snap, err := BuildTree(arts)
 	if err != nil {
@@ -171,6 +187,17 @@ func Push(ctx context.Context, t Target, arts []render.Artifact, opts Options) (
 	head := adv.Refs[Branch]
 	res := Result{Tree: snap.Tree}
 
+	if !head.IsZero() && head == last.pending.commit {
+		// The push before was cut short after the server had taken
+		// its commit: it is homelab's own.
+		last = lastPush{commit: last.pending.commit, tree: last.pending.tree}
+		if snap.Tree == last.tree {
+			if err := savePushed(opts.State, pushed{Repository: repoName, Commit: head.String(), Tree: last.tree.String()}); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+
 	switch {
 	case head.IsZero():
 		// An empty repository (or one whose main was deleted): nothing
@@ -217,6 +244,17 @@ func Push(ctx context.Context, t Target, arts []render.Artifact, opts Options) (
 	req.WriteString("0000")
 	if err := writePack(&req, snap.objects); err != nil {
 		return Result{}, fmt.Errorf("pushing to %s: writing the pack: %w", t.Addr, err)
+	}
+	// From here the server may take the commit whatever happens to this
+	// process: record it first.
+	rec := pushed{Repository: repoName, Pending: &pendingPush{Commit: res.Commit.String(), Tree: res.Tree.String(), Parent: head.String()}}
+	if !last.commit.IsZero() {
+		rec.Commit, rec.Tree = last.commit.String(), last.tree.String()
+	}
+	if err := savePending(opts.State, rec); err != nil {
+		stdin.Close()
+		sess.Wait()
+		return Result{}, err
 	}
 	if _, err := stdin.Write(req.Bytes()); err != nil {
 		return Result{}, wrap(fmt.Errorf("sending the pack: %w", err))
@@ -309,7 +347,11 @@ func dialSSH(ctx context.Context, t Target) (*ssh.Client, error) {
 	return ssh.NewClient(c, chans, reqs), nil
 }
 
-type lastPush struct{ commit, tree ID }
+type lastPush struct {
+	commit, tree ID
+	// pending is the commit of a push that may not have finished.
+	pending struct{ commit, tree ID }
+}
 
 func loadPushed(st Store, repo string) (lastPush, error) {
 	if st == nil {
@@ -329,12 +371,40 @@ func loadPushed(st Store, repo string) (lastPush, error) {
 	if p.Repository != repo {
 		return lastPush{}, nil
 	}
-	c, err1 := ParseID(p.Commit)
-	tr, err2 := ParseID(p.Tree)
-	if err1 != nil || err2 != nil {
-		return lastPush{}, fmt.Errorf("reading the last pushed commit: %s is not what homelab wrote", StateFilePushed)
+	var last lastPush
+	bad := fmt.Errorf("reading the last pushed commit: %s is not what homelab wrote", StateFilePushed)
+	if p.Commit != "" || p.Pending == nil {
+		c, err1 := ParseID(p.Commit)
+		tr, err2 := ParseID(p.Tree)
+		if err1 != nil || err2 != nil {
+			return lastPush{}, bad
+		}
+		last.commit, last.tree = c, tr
 	}
-	return lastPush{c, tr}, nil
+	if p.Pending != nil {
+		c, err1 := ParseID(p.Pending.Commit)
+		tr, err2 := ParseID(p.Pending.Tree)
+		if err1 != nil || err2 != nil || c.IsZero() {
+			return lastPush{}, bad
+		}
+		last.pending.commit, last.pending.tree = c, tr
+	}
+	return last, nil
+}
+
+// savePending records the commit about to be pushed, beside the last one.
+func savePending(st Store, p pushed) error {
+	if st == nil {
+		return nil
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := st.PutFile(StateFilePushed, data); err != nil {
+		return fmt.Errorf("pushing: recording the commit about to be pushed in the state folder: %w", err)
+	}
+	return nil
 }
 
 func savePushed(st Store, p pushed) error {

@@ -368,3 +368,135 @@ func TestPushBounded(t *testing.T) {
 		t.Errorf("Push took %s against a silent server with a 500ms context", d)
 	}
 }
+
+// failingStore fails the writes for which fail says so.
+type failingStore struct {
+	memStore
+	fail func(name string, data []byte) bool
+}
+
+func (f failingStore) PutFile(name string, data []byte) error {
+	if f.fail(name, data) {
+		return errors.New("disk full")
+	}
+	return f.memStore.PutFile(name, data)
+}
+
+// TestPushCutShort: a push whose commit the server took, but which did
+// not finish on homelab's side (context cancelled while the server runs
+// its post-receive hook, or the state write after the push failing), is
+// homelab's own the next time: no MovedError, and nothing pushed again
+// for the same tree.
+func TestPushCutShort(t *testing.T) {
+	arts2 := append([]render.Artifact{{Path: "apps/new.yaml", Data: []byte("new: true\n")}}, arts1[1:]...)
+	arts3 := append([]render.Artifact{{Path: "apps/third.yaml", Data: []byte("third: true\n")}}, arts1[1:]...)
+	for _, tc := range []struct {
+		name string
+		// cut pushes arts2 and has the push end early after the server
+		// updated the branch.
+		cut func(t *testing.T, l *lab, st Store) error
+	}{
+		{"cancelled after the server took the pack", func(t *testing.T, l *lab, st Store) error {
+			marker := filepath.Join(t.TempDir(), "received")
+			hook := filepath.Join(l.repo, "hooks", "post-receive")
+			// The hook runs after the branch is updated and the report
+			// sent; it holds the session open until the test cancelled.
+			script := "#!/bin/sh\ntouch '" + marker + "'\nsleep 1\n"
+			if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(hook)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				for ctx.Err() == nil {
+					if _, err := os.Stat(marker); err == nil {
+						cancel()
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+			_, err := Push(ctx, l.target(), arts2, Options{State: st})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled Push = %v, want context.Canceled", err)
+			}
+			return err
+		}},
+		{"state write after the push failed", func(t *testing.T, l *lab, st Store) error {
+			fs := failingStore{memStore: st.(memStore), fail: func(name string, data []byte) bool {
+				return name == StateFilePushed && !strings.Contains(string(data), `"pending"`)
+			}}
+			_, err := Push(context.Background(), l.target(), arts2, Options{State: fs})
+			if err == nil || !strings.Contains(err.Error(), "recording it in the state folder failed") {
+				t.Errorf("Push with a failing state write = %v", err)
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := startServer(t)
+			ctx := context.Background()
+			st := memStore{}
+			r1, err := Push(ctx, l.target(), arts1, Options{State: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.cut(t, l, st); err == nil {
+				t.Fatal("the cut-short push reported success")
+			}
+			head := strings.TrimSpace(git(t, l.repo, nil, "rev-parse", "main"))
+			if head == r1.Commit.String() {
+				t.Fatalf("the server did not take the cut-short push (main is still %s)", head)
+			}
+			checkRepo(t, l.repo, arts2)
+
+			r2, err := Push(ctx, l.target(), arts2, Options{State: st})
+			if err != nil {
+				t.Fatalf("Push after a cut-short push = %v, want the remote head known as homelab's", err)
+			}
+			if r2.Pushed || r2.Commit.String() != head {
+				t.Errorf("Push of the same tree after a cut-short push = %+v, want nothing pushed at %s", r2, head)
+			}
+			last, err := loadPushed(st, "ssh://"+l.addr+"/srv/git/lab.git")
+			if err != nil || last.commit.String() != head || !last.pending.commit.IsZero() {
+				t.Errorf("state after = %+v, %v; want %s as the last push, nothing pending", last, err, head)
+			}
+			r3, err := Push(ctx, l.target(), arts3, Options{State: st})
+			if err != nil || !r3.Pushed || r3.Parent.String() != head {
+				t.Errorf("Push of a new tree = %+v, %v; want a commit on top of %s", r3, err, head)
+			}
+			git(t, l.repo, nil, "fsck", "--strict", "--no-dangling")
+			checkRepo(t, l.repo, arts3)
+		})
+	}
+}
+
+// TestPushPendingThenChanged: the cut-short push's commit is the parent
+// of the next push of another tree, without going through a no-op push.
+func TestPushPendingThenChanged(t *testing.T) {
+	l := startServer(t)
+	ctx := context.Background()
+	st := memStore{}
+	fs := failingStore{memStore: st, fail: func(name string, data []byte) bool {
+		return name == StateFilePushed && !strings.Contains(string(data), `"pending"`)
+	}}
+	if _, err := Push(ctx, l.target(), arts1, Options{State: fs}); err == nil {
+		t.Fatal("Push with a failing state write succeeded")
+	}
+	head := strings.TrimSpace(git(t, l.repo, nil, "rev-parse", "main"))
+	arts2 := append([]render.Artifact{{Path: "apps/new.yaml", Data: []byte("new: true\n")}}, arts1[1:]...)
+	r, err := Push(ctx, l.target(), arts2, Options{State: st})
+	if err != nil || !r.Pushed || r.Parent.String() != head {
+		t.Fatalf("Push = %+v, %v; want a commit on top of the pending %s", r, err, head)
+	}
+	// A stale pending record (a push that never reached the server)
+	// leaves the last push as it was.
+	st[StateFilePushed] = []byte(`{"repository":"ssh://` + l.addr + `/srv/git/lab.git","commit":"` + r.Commit.String() + `","tree":"` + r.Tree.String() + `","pending":{"commit":"` + strings.Repeat("ab", 20) + `","tree":"` + r.Tree.String() + `","parent":"` + r.Commit.String() + `"}}`)
+	if r2, err := Push(ctx, l.target(), arts2, Options{State: st}); err != nil || r2.Pushed {
+		t.Errorf("Push with a stale pending record = %+v, %v; want nothing pushed", r2, err)
+	}
+	if _, err := Push(ctx, l.target(), arts2, Options{State: memStore{StateFilePushed: []byte(`{"repository":"ssh://` + l.addr + `/srv/git/lab.git","pending":{"commit":"` + strings.Repeat("ab", 20) + `"}}`)}}); err == nil || !strings.Contains(err.Error(), "not what homelab wrote") {
+		t.Errorf("Push with a broken pending record = %v", err)
+	}
+}
