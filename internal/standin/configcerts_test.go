@@ -43,6 +43,11 @@ func labBundle(t *testing.T) *talossecrets.Bundle {
 	return bundleShared
 }
 
+// labInstaller is the install image of labConfig: the Image Factory
+// installer of the reference lab's schematic (siderolabs/qemu-guest-agent),
+// see schematicQemuGuestAgent.
+const labInstaller = "factory.talos.dev/installer/" + schematicQemuGuestAgent + ":v1.13.9"
+
 // labConfig renders a machine config with machinery's generator from the
 // bundle, for Kubernetes version k8s (no leading v).
 func labConfig(t *testing.T, b *talossecrets.Bundle, cp bool, k8s string) []byte {
@@ -50,7 +55,7 @@ func labConfig(t *testing.T, b *talossecrets.Bundle, cp bool, k8s string) []byte
 	in, err := generate.NewInput("lab", "https://127.0.0.1:6443", k8s,
 		generate.WithSecretsBundle(b),
 		generate.WithAdditionalSubjectAltNames([]string{"10.99.0.1"}),
-		generate.WithInstallImage("factory.talos.dev/installer/abc123:v1.13.9"))
+		generate.WithInstallImage(labInstaller))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,6 +348,9 @@ func TestInstalledVersionSticks(t *testing.T) {
 	if got := v.GetMessages()[0].GetVersion().GetTag(); got != VersionTag("v1.13.9") {
 		t.Errorf("after a restart with TalosVersion v1.13.10: tag %s, want the installed v1.13.9", got)
 	}
+	if got := n2.InstalledImage(); got != labInstaller || n2.ConfiguredInstallImage() != labInstaller {
+		t.Errorf("after a restart: installed %q, configured %q; want both %q", got, n2.ConfiguredInstallImage(), labInstaller)
+	}
 	// The rollout (bootstrap.Flow.Upgrade) calls MachineService.Upgrade,
 	// deprecated for LifecycleService but still served by Talos 1.13.
 	//lint:ignore SA1019 what the rollout calls
@@ -355,6 +363,16 @@ func TestInstalledVersionSticks(t *testing.T) {
 	}
 	if got := v.GetMessages()[0].GetVersion().GetTag(); got != VersionTag("v1.13.10") || n2.UpgradeImage() != "factory.talos.dev/installer/abc:v1.13.10" {
 		t.Errorf("after Upgrade: tag %s, image %s", got, n2.UpgradeImage())
+	}
+	// abc is no factory schematic: the installed system's extensions
+	// (the lab's schematic) are gone, and the event says so.
+	ev := n2.Events()
+	want := `factory.talos.dev/installer/abc:v1.13.10 (schematic changed from "` + schematicQemuGuestAgent + `" to "": the extensions of the installed system are replaced)`
+	if len(ev) == 0 || ev[len(ev)-1].Kind != EventUpgraded || ev[len(ev)-1].Detail != want {
+		t.Errorf("events after an upgrade dropping the schematic = %+v, want last %s %q", ev, EventUpgraded, want)
+	}
+	if n2.InstalledImage() != "factory.talos.dev/installer/abc:v1.13.10" {
+		t.Errorf("installed image after the upgrade = %q, want the upgrade's", n2.InstalledImage())
 	}
 	//lint:ignore SA1019 see above
 	if _, err := c.Upgrade(ctxT(t), &machine.UpgradeRequest{Image: "factory.talos.dev/installer/abc:latest"}); status.Code(err) != codes.InvalidArgument {

@@ -95,3 +95,25 @@ func imageTag(image string) string {
 	}
 	return image[i+1:]
 }
+
+// ImageSchematic is the Image Factory schematic ID of an installer image
+// such as factory.talos.dev/installer/<id>:v1.13.9 (or a platform's
+// <platform>-installer), "" for an image not from the factory (the
+// vanilla ghcr.io/siderolabs/installer: no extensions).
+func ImageSchematic(image string) string {
+	if i := strings.LastIndexByte(image, '@'); i >= 0 {
+		image = image[:i]
+	}
+	if tag := imageTag(image); tag != "" {
+		image = strings.TrimSuffix(image, ":"+tag)
+	}
+	parts := strings.Split(image, "/")
+	if len(parts) < 3 || !strings.HasSuffix(parts[len(parts)-2], "installer") {
+		return ""
+	}
+	id := parts[len(parts)-1]
+	if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+		return ""
+	}
+	return id
+}

@@ -147,6 +147,11 @@ type nodeState struct {
 	// is the installer image of the last upgrade.
 	TalosVersion string `json:"talosVersion,omitempty"`
 	Image        string `json:"image,omitempty"`
+	// Installed is the installer image the node's system came from: the
+	// config's machine.install.image when first configured, then each
+	// upgrade's. Its Image Factory schematic says which extensions the
+	// node runs.
+	Installed string `json:"installed,omitempty"`
 	// Unhealthy is set when the node came back from an upgrade failing
 	// (FailUpgrades).
 	Unhealthy bool `json:"unhealthy,omitempty"`
@@ -188,6 +193,26 @@ func (n *Node) UpgradeImage() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.state.Image
+}
+
+// InstalledImage is the installer image the node's system came from:
+// machine.install.image of its first configuration, then the last
+// upgrade's image ("" before any configuration).
+func (n *Node) InstalledImage() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.Installed
+}
+
+// ConfiguredInstallImage is machine.install.image of the applied machine
+// config ("" before any).
+func (n *Node) ConfiguredInstallImage() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.applied == nil {
+		return ""
+	}
+	return n.applied.installImage
 }
 
 // event records and logs an event (called with mu held).

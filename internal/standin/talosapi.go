@@ -188,6 +188,11 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 		// --talos-version a restart passes (as a Talos disk keeps it).
 		n.state.TalosVersion = n.talosVersion()
 	}
+	if n.state.Installed == "" {
+		// So is the system's image (its schematic, its extensions):
+		// a later config's install image takes effect at an upgrade.
+		n.state.Installed = ac.installImage
+	}
 	kube := n.kubeVersion()
 	upgraded := prev.Configured && kube != prevKube
 	if upgraded {
@@ -237,12 +242,20 @@ func (a *talosAPI) Upgrade(_ context.Context, req *machine.UpgradeRequest) (*mac
 		return nil, status.Error(codes.FailedPrecondition, "the node has no machine configuration: nothing to upgrade")
 	}
 	prev := n.state
-	n.state.TalosVersion, n.state.Image, n.state.Unhealthy = tag, image, n.FailUpgrades
+	n.state.TalosVersion, n.state.Image, n.state.Installed, n.state.Unhealthy = tag, image, image, n.FailUpgrades
 	if err := n.saveState(); err != nil {
 		n.state = prev
 		return nil, status.Errorf(codes.Internal, "storing the upgrade: %v", err)
 	}
-	n.event(EventUpgraded, image)
+	// Talos installs whatever image it is given; with the Image Factory
+	// the schematic decides the system extensions, so a changed one is
+	// recorded (and logged) as the extensions it drops.
+	detail := image + " (schematic kept)"
+	if from, to := ImageSchematic(prev.Installed), ImageSchematic(image); from != to {
+		detail = fmt.Sprintf("%s (schematic changed from %q to %q: the extensions of the installed system are replaced)", image, from, to)
+		n.log().Warn(Marker+" upgrade changes the image schematic", "from", from, "to", to)
+	}
+	n.event(EventUpgraded, detail)
 	n.down = time.Now().Add(n.RebootDelay)
 	return &machine.UpgradeResponse{Messages: []*machine.Upgrade{{
 		Metadata: a.meta(),

@@ -96,8 +96,13 @@ func machineConfig(t *testing.T, b *talossecrets.Bundle, cp bool, k8s string) []
 	return data
 }
 
-// testSchematic is an Image Factory schematic ID for the tests.
-const testSchematic = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
+// testSchematic is the reference lab's Image Factory schematic ID
+// (cluster.extensions: [siderolabs/qemu-guest-agent]), the install image
+// of the test configs: computed once with talos.Schematic on
+// spec.Reference and pasted, so that a change of talos.Schematic fails
+// the upgrade tests (it is also the ID factory.talos.dev answers for that
+// schematic).
+const testSchematic = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
 
 // certs issues a stand-in's certificates from the lab's CAs, valid for
 // loopback and the VPN address the test dials.

@@ -36,12 +36,23 @@ func eventTime(n *standin.Node, kind string) time.Time {
 	return at
 }
 
+// eventDetail is the detail of node n's last event of kind.
+func eventDetail(n *standin.Node, kind string) string {
+	var d string
+	for _, e := range n.Events() {
+		if e.Kind == kind {
+			d = e.Detail
+		}
+	}
+	return d
+}
+
 // Talos upgrade against the stand-ins: one node at a time, each next
 // node only once the previous one is back from its reboot at the new
 // version and healthy, the Image Factory installer (schematic) kept.
 func TestUpgradeTalosStandins(t *testing.T) {
 	l, kc := bootstrapped(t, labOpts{})
-	image, id := installer(t)
+	image, _ := installer(t)
 	ctx := context.Background()
 	res, err := l.flow.Upgrade(ctx, image, "v1.13.10", kc)
 	if err != nil {
@@ -52,8 +63,14 @@ func TestUpgradeTalosStandins(t *testing.T) {
 	}
 	var prev time.Time
 	for _, n := range l.nodes {
-		if got := n.UpgradeImage(); got != image || !strings.Contains(got, "/installer/"+id+":") {
-			t.Errorf("%s was upgraded with %q, want %q (the lab's schematic %s)", n.Name, got, image, id)
+		// The schematic the node was installed with (its configured
+		// machine.install.image) is the one it was upgraded to.
+		configured, got := standin.ImageSchematic(n.ConfiguredInstallImage()), standin.ImageSchematic(n.UpgradeImage())
+		if configured != testSchematic || got != testSchematic || !strings.HasSuffix(n.UpgradeImage(), ":v1.13.10") {
+			t.Errorf("%s: configured with schematic %q, upgraded with %q (%s); want both %s", n.Name, configured, got, n.UpgradeImage(), testSchematic)
+		}
+		if d := eventDetail(n, standin.EventUpgraded); !strings.HasSuffix(d, "(schematic kept)") {
+			t.Errorf("%s: upgrade event %q, want the schematic kept", n.Name, d)
 		}
 		at := eventTime(n, standin.EventUpgraded)
 		if !prev.IsZero() && at.Sub(prev) < rebootDelay {
