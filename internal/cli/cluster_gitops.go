@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/homelab-dev/homelab/internal/gitops"
-	"github.com/homelab-dev/homelab/internal/gitrepo"
 	"github.com/homelab-dev/homelab/internal/render"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/spec"
@@ -72,42 +71,10 @@ func gitopsTree(lab *spec.Lab, store *secrets.Store) ([]render.Artifact, error) 
 
 // pushTree pushes arts as the whole tree of the manager's repository
 // through d, with homelab's push key; nothing is pushed when the
-// repository already holds that tree.
+// repository already holds that tree. Commits pushed by hand stop it
+// with a hint to run homelab gitops push --force (pushRepository).
 func pushTree(ctx context.Context, w io.Writer, lab *spec.Lab, store *secrets.Store, d tunnel.Dialer, arts []render.Artifact, msg string) error {
-	repo, err := gitops.Repository(lab)
-	if err != nil {
-		return fmt.Errorf("gitops: %w", err)
-	}
-	access, _, err := gitops.LoadOrCreateGitAccess(store)
-	if err != nil {
-		return fmt.Errorf("gitops: %w", err)
-	}
-	key, _, err := gitrepo.LoadOrCreatePushKey(store)
-	if err != nil {
-		return fmt.Errorf("gitops: %w", err)
-	}
-	target, err := gitrepo.TargetFromURL(repo, d.DialContext, access.HostPublic, key.Key)
-	if err != nil {
-		return fmt.Errorf("gitops: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	res, err := gitrepo.Push(pctx, target, arts, gitrepo.Options{Message: msg, State: store})
-	if err != nil {
-		var moved *gitrepo.MovedError
-		if errors.As(err, &moved) {
-			return withHint(fmt.Errorf("gitops: pushing to %s: %w", repo, err),
-				"homelab owns the tree of that repository: change lab.yaml instead of pushing by hand, or move the hand-made commits elsewhere; the next apply then pushes on top")
-		}
-		return withHint(fmt.Errorf("gitops: pushing to %s: %w", repo, err),
-			"check that the manager (%s) runs and serves Git over SSH (homelab status), then run homelab apply again", target.Addr)
-	}
-	if res.Pushed {
-		fmt.Fprintf(w, "gitops: pushed commit %.12s to %s\n", res.Commit, repo)
-	} else {
-		fmt.Fprintf(w, "gitops: %s already holds this tree (commit %.12s)\n", repo, res.Commit)
-	}
-	return nil
+	return pushRepository(ctx, w, lab, store, d, arts, msg, false)
 }
 
 // fluxComponentsFile keeps the Flux version's install manifests in the

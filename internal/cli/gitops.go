@@ -21,7 +21,7 @@ func newGitopsCmd() *cobra.Command {
 		Use:   "gitops",
 		Short: "Write the lab's GitOps repository (Flux, infrastructure, apps)",
 	}
-	cmd.AddCommand(newGitopsInitCmd(), newGitopsBootstrapCmd())
+	cmd.AddCommand(newGitopsInitCmd(), newGitopsBootstrapCmd(), newGitopsPushCmd())
 	return cmd
 }
 
