@@ -9,7 +9,8 @@
 # bulk1 / bulk4 (iperf3, 1 or 4 streams), idle (RSS per idle connection),
 # kill (backend killed under load). TARGET: haproxy, or NAME=PATH of a
 # homelab-lb binary. Env: SECS (default 5; bulk 30), IDLE_CONNS (5000),
-# REPLAY=true (replayOnReset on the two-server backend).
+# REPLAY=true (replayOnReset on the two-server backend), PARK=DURATION
+# (tuning.parkAfter).
 # Prints one line per run and the median per target.
 set -u -o pipefail
 PHASE=$1 RUNS=$2
@@ -53,6 +54,7 @@ backends:
     healthCheck: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}
 EOF
 [ "${REPLAY:-}" = true ] && echo "    replayOnReset: true" >>"$W/h.yaml"
+[ -n "${PARK:-}" ] && echo "tuning: {parkAfter: $PARK}" >>"$W/h.yaml"
 cat >"$W/ha.cfg" <<EOF
 global
   nbthread 1

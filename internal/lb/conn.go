@@ -28,9 +28,6 @@ type proxyConn struct {
 
 	parkAfter time.Duration
 
-	clientRaw, backendRaw syscall.RawConn
-	release               func()
-
 	lastActive atomic.Int64 // unix nanoseconds
 	done       atomic.Int32 // directions finished
 	parkedMask atomic.Int32 // 1: server to client parked, 2: client to server
@@ -131,10 +128,9 @@ func (pc *proxyConn) closeBoth() {
 // memory the runtime keeps afterwards. (The caller's stack, grown through
 // the handshake and dial, is freed when the direction parks.) The last
 // direction to finish cleans up.
-func (pc *proxyConn) run(clientRaw, backendRaw syscall.RawConn, release func()) {
+func (pc *proxyConn) run() {
 	now := time.Now()
 	pc.touch()
-	pc.clientRaw, pc.backendRaw, pc.release = clientRaw, backendRaw, release
 	pc.client.SetReadDeadline(pc.readDeadline(now))
 	pc.backend.SetReadDeadline(pc.readDeadline(now))
 	// Write deadlines are set by pump when a write first has to wait.
@@ -151,7 +147,7 @@ func (pc *proxyConn) direction(toBackend, resumed bool) {
 	if pc.rp != nil {
 		b = pc.backendNow()
 	}
-	src, dst := b.rc, pc.clientRaw
+	src, dst := b.rc, pc.client.rc
 	srcConn, dstConn := deadliner(b), deadliner(pc.client)
 	if toBackend {
 		src, dst = dst, src
@@ -200,7 +196,8 @@ func (pc *proxyConn) finish(err error, toBackend bool) {
 		pc.sv.untrack(pc)
 		pc.sv.active.Add(-1)
 		pc.fe.active.Add(-1)
-		pc.release()
+		pc.srv.sources.release(pc.src)
+		pc.srv.capacity.release()
 	}
 }
 
@@ -451,10 +448,7 @@ func (s *Balancer) handle(l *listener, fd int, client netip.AddrPort) {
 	released = true
 	srcReleased = true
 	unpend() // tracked by its server from now on
-	pc.run(c.rc, bc.rc, func() {
-		s.sources.release(src)
-		s.capacity.release()
-	})
+	pc.run()
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

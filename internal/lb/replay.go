@@ -134,7 +134,6 @@ func (pc *proxyConn) redispatch() *sock {
 		s.logger().Debug("server reset before answering: replayed on another server", "backend", pc.bk.name, "from", old.addr, "to", sv.addr, "bytes", len(rp.buf))
 		oldSock := pc.backend
 		pc.backend = nb
-		pc.backendRaw = nb.rc
 		old.untrack(pc)
 		old.active.Add(-1)
 		sv.conns.Add(1)

@@ -178,14 +178,26 @@ func dialRaw(ra *rawAddr, timeout time.Duration) (*sock, error) {
 	if e == 0 {
 		return s, nil
 	}
+	// On a LAN or loopback the handshake is usually done by now: ask
+	// once before arming the connect deadline (a timer) and waiting.
+	var cerr error
+	s.control(func(fd int) {
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&ra.any)), uintptr(ra.len))
+	})
+	switch e {
+	case unix.EISCONN, 0:
+		return s, nil
+	case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+	default:
+		s.Close()
+		return nil, os.NewSyscallError("connect", e)
+	}
 	// Ask connect again, now and whenever the poller says the socket is
 	// writable: EISCONN means connected, EALREADY still in progress,
 	// anything else is why it failed (one syscall, like SO_ERROR, without
 	// SO_ERROR's ambiguous 0). The first ask cannot be skipped: RawConn
-	// forgets a readiness the poller saw before the call. On loopback the
-	// handshake is usually done by then, and no wait is needed.
+	// forgets a readiness the poller saw before the call.
 	s.SetWriteDeadline(time.Now().Add(timeout))
-	var cerr error
 	werr := s.rc.Write(func(fd uintptr) bool {
 		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&ra.any)), uintptr(ra.len))
 		switch e {

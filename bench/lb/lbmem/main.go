@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/homelab-dev/homelab/internal/lb"
@@ -19,6 +20,7 @@ import (
 
 func main() {
 	path := flag.String("config", "", "load balancer config file")
+	heap := flag.String("heapprofile", "", "also write a heap profile (pprof) to this file on SIGUSR1")
 	flag.Parse()
 	cfg, err := lb.LoadFile(*path)
 	if err != nil {
@@ -35,6 +37,12 @@ func main() {
 			runtime.ReadMemStats(&m)
 			fmt.Printf("goroutines %d stack_inuse %d heap_inuse %d heap_alloc %d heap_objects %d sys %d\n",
 				runtime.NumGoroutine(), m.StackInuse, m.HeapInuse, m.HeapAlloc, m.HeapObjects, m.Sys)
+			if *heap != "" {
+				if f, err := os.Create(*heap); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
 		}
 	}()
 	b := &lb.Balancer{Config: cfg}
