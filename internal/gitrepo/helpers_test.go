@@ -161,7 +161,9 @@ type syncBuffer struct {
 	limitedWriter
 }
 
-func startServer(t *testing.T) *lab {
+// startServer starts a Server on a fresh repository; edit, if any, sets
+// its limits before it serves.
+func startServer(t *testing.T, edit ...func(*Server)) *lab {
 	t.Helper()
 	needGit(t)
 	l := &lab{dir: t.TempDir(), log: &syncBuffer{limitedWriter{n: 1 << 20}}}
@@ -184,6 +186,9 @@ func startServer(t *testing.T) *lab {
 	}
 	l.addr = ln.Addr().String()
 	l.srv = &Server{Dir: l.dir, HostKey: hostKey, Authorized: []byte(auth), Log: l.log}
+	for _, e := range edit {
+		e(l.srv)
+	}
 	done := make(chan error, 1)
 	go func() { done <- l.srv.Serve(context.Background(), ln) }()
 	t.Cleanup(func() {

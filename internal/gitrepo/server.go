@@ -46,6 +46,13 @@ type Server struct {
 	Git string
 	// Log receives one line per connection and command (default: none).
 	Log io.Writer
+	// MaxConnTime bounds a connection from its accept to its end
+	// (default DefaultMaxConnTime): past it the connection is closed and
+	// its git command ended, whatever the client still does.
+	MaxConnTime time.Duration
+	// MaxConns caps the connections served at once (default
+	// DefaultMaxConns); more are closed as they are accepted.
+	MaxConns int
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -57,6 +64,22 @@ type Server struct {
 
 // handshakeTimeout bounds how long a client may take to authenticate.
 const handshakeTimeout = 30 * time.Second
+
+// Defaults of Server.MaxConnTime and Server.MaxConns: a push or a fetch
+// of the lab's repository takes seconds, and its clients are homelab and
+// Flux.
+const (
+	DefaultMaxConnTime = 10 * time.Minute
+	DefaultMaxConns    = 32
+)
+
+// stdinGrace is how long a session waits, once its git command ended,
+// for the client to close its side; then the connection is closed.
+const stdinGrace = 5 * time.Second
+
+// pipeGrace is how long a git command's output may stay open after it
+// exits or is killed (a hook's child holding it).
+const pipeGrace = 5 * time.Second
 
 // grant is what a key may do, from its authorized_keys options.
 type grant struct {
@@ -275,6 +298,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		if max := s.maxConns(); len(s.conns) >= max {
+			s.mu.Unlock()
+			s.logf("git server: %s: refused: %d connections already", c.RemoteAddr(), max)
+			c.Close()
+			continue
+		}
 		s.conns[c] = true
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -286,6 +315,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.mu.Unlock()
 		}()
 	}
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return DefaultMaxConns
+}
+
+func (s *Server) maxConnTime() time.Duration {
+	if s.MaxConnTime > 0 {
+		return s.MaxConnTime
+	}
+	return DefaultMaxConnTime
 }
 
 func (s *Server) isClosed() bool {
@@ -317,7 +360,19 @@ func (s *Server) Close() error {
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn, cfg *ssh.ServerConfig) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	limit := s.maxConnTime()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	// The limit ends the git commands (their context) and the
+	// connection, which ends the client's reads and writes.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	defer func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.logf("git server: %s: closed after %s, the limit of a connection", c.RemoteAddr(), limit)
+		}
+	}()
+	c.SetDeadline(time.Now().Add(min(handshakeTimeout, limit)))
 	sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
 	c.SetDeadline(time.Time{})
 	if err != nil {
@@ -366,8 +421,18 @@ func (s *Server) session(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel
 				continue
 			}
 			req.Reply(true, nil)
-			code := s.exec(ctx, sc, ch, cmd.Command, env)
+			code, copied := s.exec(ctx, sc, ch, cmd.Command, env)
 			ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, code))
+			ch.Close()
+			// The copy of the client's input ends when the client closes
+			// its side in answer; one that does not loses its connection.
+			select {
+			case <-copied:
+			case <-time.After(stdinGrace):
+				s.logf("git server: %s: the client kept its session open after git ended: closing the connection", sc.RemoteAddr())
+				sc.Close()
+			case <-ctx.Done():
+			}
 			return
 		case "shell":
 			req.Reply(true, nil)
@@ -381,12 +446,16 @@ func (s *Server) session(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel
 	}
 }
 
-func (s *Server) exec(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel, command string, env []string) uint32 {
+// exec runs one git command for the session; copied is closed once the
+// client's input is no longer read.
+func (s *Server) exec(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel, command string, env []string) (code uint32, copied <-chan struct{}) {
 	who := sc.Permissions.Extensions["key"]
-	refuse := func(msg string) uint32 {
+	done := make(chan struct{})
+	refuse := func(msg string) (uint32, <-chan struct{}) {
 		s.logf("git server: %s (%s): refused %q: %s", sc.RemoteAddr(), who, sanitize(command), msg)
 		fmt.Fprintln(ch.Stderr(), "homelab git server: "+msg)
-		return 128
+		close(done)
+		return 128, done
 	}
 	verb, p, err := parseGitCommand(command)
 	if err != nil {
@@ -412,6 +481,7 @@ func (s *Server) exec(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel, c
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = ch
 	cmd.Stderr = ch.Stderr()
+	cmd.WaitDelay = pipeGrace
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return refuse("internal error")
@@ -421,6 +491,9 @@ func (s *Server) exec(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel, c
 		return refuse("could not start git " + verb)
 	}
 	go func() {
+		defer close(done)
+		// Ends when the client closes its side, or, once git exited
+		// (Wait closes stdin), at the client's next write.
 		io.Copy(stdin, ch)
 		stdin.Close()
 	}()
@@ -428,10 +501,14 @@ func (s *Server) exec(ctx context.Context, sc *ssh.ServerConn, ch ssh.Channel, c
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return 0
+		return 0, done
+	case errors.Is(err, exec.ErrWaitDelay):
+		// git succeeded; something it started kept its output open.
+		s.logf("git server: git %s exited, but its output stayed open %s longer: closed", verb, pipeGrace)
+		return 0, done
 	case errors.As(err, &exit) && exit.ExitCode() > 0:
-		return uint32(exit.ExitCode())
+		return uint32(exit.ExitCode()), done
 	default:
-		return 128
+		return 128, done
 	}
 }

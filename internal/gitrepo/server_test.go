@@ -1,6 +1,7 @@
 package gitrepo
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -383,5 +384,113 @@ func TestServerCloseRacingAccept(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("took %s", d)
+	}
+}
+
+// TestServerConnTimeLimit: a connection that outstays MaxConnTime is
+// closed and its git command ended, whether it idles after the
+// handshake or leaves git waiting for input; the server serves on.
+func TestServerConnTimeLimit(t *testing.T) {
+	const limit = 700 * time.Millisecond
+	l := startServer(t, func(s *Server) { s.MaxConnTime = limit })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		// hold uses the connection and returns a channel closed when
+		// the server ended it.
+		hold func(t *testing.T, c *ssh.Client) <-chan struct{}
+	}{
+		{"idle after the handshake", func(t *testing.T, c *ssh.Client) <-chan struct{} {
+			done := make(chan struct{})
+			go func() { c.Wait(); close(done) }()
+			return done
+		}},
+		{"git waiting for the client", func(t *testing.T, c *ssh.Client) <-chan struct{} {
+			sess, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdin, _ := sess.StdinPipe()
+			_ = stdin // left open: receive-pack waits for commands
+			stdout, _ := sess.StdoutPipe()
+			if err := sess.Start("git-receive-pack '/srv/git/lab.git'"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ParseAdvertisement(bufio.NewReader(stdout)); err != nil {
+				t.Fatalf("reading the advertisement: %v", err)
+			}
+			done := make(chan struct{})
+			go func() { sess.Wait(); close(done) }()
+			return done
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := dialSSH(ctx, l.target())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			select {
+			case <-tc.hold(t, c):
+				if d := time.Since(start); d < limit/2 {
+					t.Errorf("the connection ended after %s, before the limit %s", d, limit)
+				}
+			case <-time.After(limit + 5*time.Second):
+				t.Fatalf("the connection is still open %s after its limit", 5*time.Second)
+			}
+		})
+	}
+	if !strings.Contains(l.log.String(), "the limit of a connection") {
+		t.Errorf("the log does not say a connection met its limit:\n%s", l.log.String())
+	}
+	if _, err := Push(ctx, l.target(), arts1, Options{}); err != nil {
+		t.Errorf("Push after connections were cut off: %v", err)
+	}
+}
+
+// TestServerMaxConns: connections past MaxConns are closed at once;
+// when one ends, a new one is served.
+func TestServerMaxConns(t *testing.T) {
+	l := startServer(t, func(s *Server) { s.MaxConns = 1 })
+	banner := func(c net.Conn) (string, error) {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	c1, err := net.Dial("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := banner(c1); err != nil || !strings.HasPrefix(b, "SSH-2.0-homelab-gitserver") {
+		t.Fatalf("first connection: banner %q, %v", b, err)
+	}
+	c2, err := net.Dial("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if b, err := banner(c2); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("second connection past MaxConns=1: banner %q, %v; want it closed", b, err)
+	}
+	c1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c3, err := net.Dial("tcp", l.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := banner(c3)
+		c3.Close()
+		if err == nil && strings.HasPrefix(b, "SSH-2.0-") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served after the first one ended: %q, %v", b, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(l.log.String(), "1 connections already") {
+		t.Errorf("the log does not say a connection was refused:\n%s", l.log.String())
 	}
 }
