@@ -139,6 +139,22 @@ func lastEvent(n *standin.Node, kind string) time.Time {
 	return at
 }
 
+// healthyAfter is when node n was healthy again after its last event of
+// kind (zero if it was not).
+func healthyAfter(n *standin.Node, kind string) time.Time {
+	var at time.Time
+	seen := false
+	for _, e := range n.Events() {
+		switch {
+		case e.Kind == kind:
+			seen, at = true, time.Time{}
+		case seen && at.IsZero() && e.Kind == standin.EventHealthy:
+			at = e.Time
+		}
+	}
+	return at
+}
+
 // lastDetail is the detail of node n's last event of kind.
 func lastDetail(n *standin.Node, kind string) string {
 	var d string
@@ -191,8 +207,8 @@ func TestUpgradeRollsOutOneNodeAtATime(t *testing.T) {
 		t.Fatalf("upgrade: %v\n%s", err, out)
 	}
 	t.Logf("upgrade output:\n%s", out)
-	var prev, lastTalos time.Time
-	for _, n := range r.nodes {
+	var prev time.Time
+	for i, n := range r.nodes {
 		want := "factory.talos.dev/installer/" + schematic + ":v1.13.10"
 		if got := n.UpgradeImage(); got != want {
 			t.Errorf("%s upgraded with %q, want %q (schematic kept)", n.Name, got, want)
@@ -205,19 +221,27 @@ func TestUpgradeRollsOutOneNodeAtATime(t *testing.T) {
 		if d := lastDetail(n, standin.EventUpgraded); !strings.HasSuffix(d, "(schematic kept)") {
 			t.Errorf("%s: upgrade event %q, want the installed schematic kept", n.Name, d)
 		}
-		at := lastEvent(n, standin.EventUpgraded)
-		if !prev.IsZero() && at.Sub(prev) < upgradeReboot {
-			t.Errorf("%s upgraded %s after the previous node, before that one was back from its %s reboot and healthy", n.Name, at.Sub(prev), upgradeReboot)
+		// Health gating: each next node's upgrade starts after the
+		// previous node was back from its reboot with healthy services.
+		at, back := lastEvent(n, standin.EventUpgraded), healthyAfter(n, standin.EventUpgraded)
+		if i > 0 && (prev.IsZero() || !at.After(prev)) {
+			t.Errorf("%s upgraded at %s, not after the previous node was healthy again (%s)", n.Name, at.Format(time.StampMicro), prev.Format(time.StampMicro))
 		}
-		prev, lastTalos = at, at
+		if back.Sub(at) < upgradeReboot {
+			t.Errorf("%s: upgraded at %s, healthy again at %s; want healthy after its %s reboot", n.Name, at.Format(time.StampMicro), back.Format(time.StampMicro), upgradeReboot)
+		}
+		prev = back
 	}
-	prev = lastTalos
+	// prev: the last node healthy again after its Talos upgrade
 	for _, n := range r.nodes {
 		at := lastEvent(n, standin.EventKubernetes)
-		if at.IsZero() || at.Before(prev) {
-			t.Errorf("%s: kubernetes upgraded at %v, want once, after every Talos upgrade and the previous node (%v)", n.Name, at, prev)
+		if at.IsZero() || !at.After(prev) {
+			t.Errorf("%s: kubernetes upgraded at %v, want once, after every Talos upgrade and the previous node healthy again (%v)", n.Name, at, prev)
 		}
-		prev = at
+		prev = healthyAfter(n, standin.EventKubernetes)
+		if prev.Before(at) {
+			t.Errorf("%s: no healthy event after its kubernetes upgrade", n.Name)
+		}
 	}
 	for _, want := range []string{
 		"talos: upgrading 3 node(s) to v1.13.10",

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -294,8 +295,9 @@ func TestWorkerCertifiedByTrustd(t *testing.T) {
 	for _, e := range w.Events() {
 		kinds = append(kinds, e.Kind)
 	}
-	if got := strings.Join(kinds, ","); got != "configured,certified" {
-		t.Errorf("worker events = %s, want configured,certified", got)
+	// healthy: back from the apply's reboot (the default mode)
+	if got := strings.Join(kinds, ","); got != "configured,healthy,certified" {
+		t.Errorf("worker events = %s, want configured,healthy,certified", got)
 	}
 
 	// Wrong token: refused.
@@ -366,10 +368,15 @@ func TestInstalledVersionSticks(t *testing.T) {
 	}
 	// abc is no factory schematic: the installed system's extensions
 	// (the lab's schematic) are gone, and the event says so.
-	ev := n2.Events()
+	var got string
+	for _, e := range n2.Events() {
+		if e.Kind == EventUpgraded {
+			got = e.Detail
+		}
+	}
 	want := `factory.talos.dev/installer/abc:v1.13.10 (schematic changed from "` + schematicQemuGuestAgent + `" to "": the extensions of the installed system are replaced)`
-	if len(ev) == 0 || ev[len(ev)-1].Kind != EventUpgraded || ev[len(ev)-1].Detail != want {
-		t.Errorf("events after an upgrade dropping the schematic = %+v, want last %s %q", ev, EventUpgraded, want)
+	if got != want {
+		t.Errorf("upgraded event after an upgrade dropping the schematic = %q, want %q", got, want)
 	}
 	if n2.InstalledImage() != "factory.talos.dev/installer/abc:v1.13.10" {
 		t.Errorf("installed image after the upgrade = %q, want the upgrade's", n2.InstalledImage())
@@ -377,5 +384,58 @@ func TestInstalledVersionSticks(t *testing.T) {
 	//lint:ignore SA1019 see above
 	if _, err := c.Upgrade(ctxT(t), &machine.UpgradeRequest{Image: "factory.talos.dev/installer/abc:latest"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("Upgrade to an image without a version tag = %v, want InvalidArgument", err)
+	}
+}
+
+// A node back from an upgrade's reboot records a healthy event stamped
+// with the end of the reboot (after its upgraded event by RebootDelay);
+// one told to fail upgrades comes back unhealthy and records none. (The
+// first apply, in reboot mode, has its own healthy event.)
+func TestHealthyEventAfterUpgrade(t *testing.T) {
+	const reboot = 150 * time.Millisecond
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
+			b := labBundle(t)
+			p := labClients(t, b)
+			n := &Node{Name: "cp-1", Role: RoleControlPlane, Maintenance: true, RebootDelay: reboot, FailUpgrades: fail}
+			start(t, n)
+			if _, err := dialInsecure(t, n).ApplyConfiguration(ctxT(t), &machine.ApplyConfigurationRequest{Data: labConfig(t, b, true, "1.36.3")}); err != nil {
+				t.Fatal(err)
+			}
+			waitVerified(t, n, p)
+			c := labTalos(t, n, p)
+			//lint:ignore SA1019 what the rollout calls (see TestInstalledVersionSticks)
+			if _, err := c.Upgrade(ctxT(t), &machine.UpgradeRequest{Image: "factory.talos.dev/installer/" + schematicQemuGuestAgent + ":v1.13.10", Preserve: true}); err != nil {
+				t.Fatal(err)
+			}
+			if e := n.Events(); e[len(e)-1].Kind != EventUpgraded {
+				t.Fatalf("events during the reboot = %+v, want upgraded last (not healthy yet)", e)
+			}
+			time.Sleep(reboot + 50*time.Millisecond)
+			var kinds []string
+			var upgraded, healthy time.Time
+			for _, e := range n.Events() {
+				kinds = append(kinds, e.Kind)
+				switch e.Kind {
+				case EventUpgraded:
+					upgraded = e.Time
+					if !strings.HasSuffix(e.Detail, "(schematic kept)") {
+						t.Errorf("upgraded event %q, want the schematic kept", e.Detail)
+					}
+				case EventHealthy:
+					if !upgraded.IsZero() { // not the apply's reboot
+						healthy = e.Time
+					}
+				}
+			}
+			switch {
+			case fail && !healthy.IsZero():
+				t.Errorf("a node failing its upgrade recorded healthy (events %v)", kinds)
+			case !fail && healthy.Sub(upgraded) < reboot:
+				t.Errorf("events %v: upgraded at %v, healthy at %v; want healthy %s later", kinds, upgraded, healthy, reboot)
+			case !fail && kinds[len(kinds)-1] != EventHealthy:
+				t.Errorf("events %v, want healthy last", kinds)
+			}
+		})
 	}
 }

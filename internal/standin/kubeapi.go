@@ -37,6 +37,7 @@ func (n *Node) kubeAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Homelab-Standin", "true")
 		n.mu.Lock()
+		n.settle()
 		down := n.down
 		n.mu.Unlock()
 		if time.Now().Before(down) {

@@ -112,12 +112,15 @@ type Node struct {
 	// Kubernetes version. Tests of a rollout that must stop use it.
 	FailUpgrades bool
 
-	mu        sync.Mutex
-	state     nodeState
-	config    []byte
-	applied   *appliedConfig
-	events    []Event
-	down      time.Time // rebooting until then
+	mu      sync.Mutex
+	state   nodeState
+	config  []byte
+	applied *appliedConfig
+	events  []Event
+	down    time.Time // rebooting until then
+	// backAt is when the node comes back from its last upgrade or
+	// reboot, until its healthy event is recorded (see settle).
+	backAt    time.Time
 	kubeNodes map[string]*kubeNode
 	kubePods  []*kubePod
 	listeners map[Service]net.Listener
@@ -164,8 +167,10 @@ type nodeState struct {
 type Event struct {
 	Time time.Time
 	// Kind is configured, bootstrapped, certified (a worker's
-	// certificate from trustd), upgraded (Talos) or kubernetes (a
-	// configuration with another Kubernetes version).
+	// certificate from trustd), upgraded (Talos), kubernetes (a
+	// configuration with another Kubernetes version) or healthy (back
+	// from an upgrade or a reboot with its services healthy; its Time
+	// is when the reboot ended, not when someone looked).
 	Kind string
 	// Detail is the version or image (never a secret).
 	Detail string
@@ -178,13 +183,38 @@ const (
 	EventUpgraded     = "upgraded"
 	EventKubernetes   = "kubernetes"
 	EventCertified    = "certified"
+	EventHealthy      = "healthy"
 )
 
 // Events returns what happened to the node since it started, in order.
 func (n *Node) Events() []Event {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.settle()
 	return slices.Clone(n.events)
+}
+
+// comeBack notes that the node is back at t from an upgrade or a reboot
+// (called with mu held).
+func (n *Node) comeBack(t time.Time) {
+	n.settle()
+	n.backAt = t
+}
+
+// settle records the healthy event of a node back from an upgrade or a
+// reboot once that time has passed, stamped with it; a node told to
+// fail upgrades comes back unhealthy and gets none. It runs before the
+// node answers anything (called with mu held), so the event precedes
+// every later one.
+func (n *Node) settle() {
+	if n.backAt.IsZero() || time.Now().Before(n.backAt) {
+		return
+	}
+	if !n.state.Unhealthy {
+		n.events = append(n.events, Event{Time: n.backAt, Kind: EventHealthy, Detail: "talos " + n.talosVersion() + ", kubernetes " + n.kubeVersion() + ", services healthy"})
+		n.log().Info(Marker+" "+EventHealthy, "detail", "back, services healthy")
+	}
+	n.backAt = time.Time{}
 }
 
 // UpgradeImage is the installer image of the node's last Talos upgrade
@@ -217,6 +247,7 @@ func (n *Node) ConfiguredInstallImage() string {
 
 // event records and logs an event (called with mu held).
 func (n *Node) event(kind, detail string) {
+	n.settle()
 	n.events = append(n.events, Event{Time: time.Now(), Kind: kind, Detail: detail})
 	n.log().Info(Marker+" "+kind, "detail", detail)
 }

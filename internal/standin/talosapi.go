@@ -64,6 +64,7 @@ func notImplemented(method string) error {
 // has left maintenance mode, as apid does.
 func (a *talosAPI) authorize(ctx context.Context) error {
 	a.n.mu.Lock()
+	a.n.settle()
 	configured, down := a.n.state.Configured, a.n.down
 	a.n.mu.Unlock()
 	if time.Now().Before(down) {
@@ -215,9 +216,14 @@ func (a *talosAPI) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 		n.event(EventKubernetes, kube)
 	}
 	details := "stored, nothing rebooted"
-	if mode == machine.ApplyConfigurationRequest_REBOOT {
+	switch {
+	case mode == machine.ApplyConfigurationRequest_REBOOT:
 		n.down = time.Now().Add(n.RebootDelay)
+		n.comeBack(n.down)
 		details = "stored, rebooting"
+	case upgraded:
+		// the kubelet and static pods restart at once
+		n.comeBack(time.Now())
 	}
 	return &machine.ApplyConfigurationResponse{Messages: []*machine.ApplyConfiguration{{
 		Metadata:    a.meta(),
@@ -257,6 +263,7 @@ func (a *talosAPI) Upgrade(_ context.Context, req *machine.UpgradeRequest) (*mac
 	}
 	n.event(EventUpgraded, detail)
 	n.down = time.Now().Add(n.RebootDelay)
+	n.comeBack(n.down)
 	return &machine.UpgradeResponse{Messages: []*machine.Upgrade{{
 		Metadata: a.meta(),
 		Ack:      "Upgrade request received (" + Marker + ": recorded, nothing installed)",

@@ -62,7 +62,7 @@ func TestUpgradeTalosStandins(t *testing.T) {
 		t.Errorf("upgraded %s, want all three in order", got)
 	}
 	var prev time.Time
-	for _, n := range l.nodes {
+	for i, n := range l.nodes {
 		// The schematic the node was installed with (its configured
 		// machine.install.image) is the one it was upgraded to.
 		configured, got := standin.ImageSchematic(n.ConfiguredInstallImage()), standin.ImageSchematic(n.UpgradeImage())
@@ -72,11 +72,16 @@ func TestUpgradeTalosStandins(t *testing.T) {
 		if d := eventDetail(n, standin.EventUpgraded); !strings.HasSuffix(d, "(schematic kept)") {
 			t.Errorf("%s: upgrade event %q, want the schematic kept", n.Name, d)
 		}
-		at := eventTime(n, standin.EventUpgraded)
-		if !prev.IsZero() && at.Sub(prev) < rebootDelay {
-			t.Errorf("%s upgraded %s after the previous node, before that one was back from its %s reboot", n.Name, at.Sub(prev), rebootDelay)
+		// Health gating: each next node's upgrade starts after the
+		// previous node was back from its reboot with healthy services.
+		at, back := eventTime(n, standin.EventUpgraded), eventTime(n, standin.EventHealthy)
+		if i > 0 && (prev.IsZero() || !at.After(prev)) {
+			t.Errorf("%s upgraded at %s, not after the previous node was healthy again (%s)", n.Name, at.Format(time.StampMicro), prev.Format(time.StampMicro))
 		}
-		prev = at
+		if back.Sub(at) < rebootDelay {
+			t.Errorf("%s: upgraded at %s, healthy again at %s; want healthy after its %s reboot", n.Name, at.Format(time.StampMicro), back.Format(time.StampMicro), rebootDelay)
+		}
+		prev = back
 	}
 	vs, err := l.flow.Versions(ctx)
 	if err != nil {
@@ -142,11 +147,14 @@ func TestUpgradeKubernetesStandins(t *testing.T) {
 	}
 	var prev time.Time
 	for _, n := range l.nodes {
-		at := eventTime(n, standin.EventKubernetes)
-		if at.IsZero() || at.Before(prev) {
-			t.Errorf("%s: kubernetes event at %v, previous node at %v; want one, in order", n.Name, at, prev)
+		at, back := eventTime(n, standin.EventKubernetes), eventTime(n, standin.EventHealthy)
+		if at.IsZero() || !at.After(prev) {
+			t.Errorf("%s: kubernetes event at %v, previous node healthy at %v; want one, after it", n.Name, at, prev)
 		}
-		prev = at
+		if back.Before(at) {
+			t.Errorf("%s: kubernetes at %v, healthy again at %v; want a healthy event after it", n.Name, at, back)
+		}
+		prev = back
 		if !eventTime(n, standin.EventUpgraded).IsZero() {
 			t.Errorf("%s was given a Talos upgrade for a Kubernetes one", n.Name)
 		}
