@@ -168,6 +168,8 @@ current-context: admin@lab
 	if got != want {
 		t.Errorf("applied to the Kubernetes API:\n%s\nwant:\n%s", got, want)
 	}
+	first := api.since(0)
+	checkFluxObjects(t, first, lab, store)
 
 	// One commit, with the tree and Flux's install manifests.
 	bare := filepath.Join(gitDir, lab.Name+".git")
@@ -197,6 +199,9 @@ current-context: admin@lab
 
 	// The same spec again: Flux re-applied (idempotent) from the install
 	// manifests kept in the state folder (no download), nothing pushed.
+	// Exactly the same seven objects are applied again, in the same
+	// order, with byte-identical bodies: the same install manifests,
+	// the same SOPS key and deploy key, the same sync.
 	out.Reset()
 	if err := runGitops(ctx, &out, lc, cl, fluxOptions{}); err != nil {
 		t.Fatalf("second runGitops: %v\n%s", err, out.String())
@@ -206,6 +211,15 @@ current-context: admin@lab
 	}
 	if !strings.Contains(out.String(), "install manifests of "+gitops.FluxVersion+" from the state folder") || downloads.Load() != 1 {
 		t.Errorf("second run downloaded Flux's install manifests again (%d downloads):\n%s", downloads.Load(), out.String())
+	}
+	second := api.since(len(first))
+	if len(second) != len(first) {
+		t.Errorf("second run applied %d objects, want the same %d again", len(second), len(first))
+	}
+	for i := range min(len(first), len(second)) {
+		if second[i].Path != first[i].Path || !bytes.Equal(second[i].Body, first[i].Body) {
+			t.Errorf("second run's apply %d: %s (%s), want %s again (%s)", i, second[i].Path, fingerprint(second[i].Body), first[i].Path, fingerprint(first[i].Body))
+		}
 	}
 	if n := strings.Count(git("log", "--format=%H", "main"), "\n"); n != 1 {
 		t.Errorf("the repository has %d commits after two runs, want 1", n)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -20,12 +21,15 @@ import (
 	"testing"
 
 	"filippo.io/age"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/secrets"
 	"github.com/homelab-dev/homelab/internal/sops"
+	"github.com/homelab-dev/homelab/internal/spec"
 	"github.com/homelab-dev/homelab/internal/standin"
 )
 
@@ -150,11 +154,118 @@ func TestGitopsInitCommand(t *testing.T) {
 }
 
 // fakeAPI is a minimal Kubernetes API behind client-certificate TLS:
-// discovery and server-side apply, recorded.
+// discovery and server-side apply, recorded (paths, and the bodies in
+// applied).
 type fakeAPI struct {
 	mu      sync.Mutex
 	patches []string
+	applied []appliedObject
 	crds    map[string]bool
+}
+
+// appliedObject is one server-side apply the fake API received.
+type appliedObject struct {
+	Path string
+	Body []byte
+}
+
+// since returns the applies from the i-th on.
+func (f *fakeAPI) since(i int) []appliedObject {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]appliedObject(nil), f.applied[i:]...)
+}
+
+// fingerprint names key material in a failure message without showing
+// it: its length and the start of its SHA-256.
+func fingerprint(b []byte) string {
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("%d bytes, sha256 %x", len(b), sum[:6])
+}
+
+// checkFluxObjects checks the objects a Flux bootstrap applied against
+// the lab: the sops-age secret holds the lab's age identity, the
+// flux-system secret the lab's deploy key and a known_hosts line for the
+// manager's admin address with the manager's SSH host key (the public
+// half of the key the manager's Git server is given), and the
+// GitRepository pulls the manager's repository at the lab's branch with
+// that secret. Key material is never printed, only fingerprints.
+func checkFluxObjects(t *testing.T, applied []appliedObject, lab *spec.Lab, store *secrets.Store) {
+	t.Helper()
+	access, created, err := gitops.LoadOrCreateGitAccess(store)
+	if err != nil || created {
+		t.Fatalf("the lab's git access keys: created now %v, %v", created, err)
+	}
+	ageKey, err := store.GetFile(gitops.StateFileSOPSAgeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manager netip.Addr
+	for _, m := range lab.Machines() {
+		if m.Role == spec.MachineManager {
+			manager, _ = m.Address(spec.RoleAdmin)
+		}
+	}
+	if !manager.IsValid() {
+		t.Fatal("the test lab has no manager on the admin network")
+	}
+	hostKey, err := ssh.ParsePrivateKey(access.HostKey)
+	if err != nil {
+		t.Fatalf("the manager's host key does not parse: %v", err)
+	}
+	hostPub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey.PublicKey())))
+
+	find := func(path string) []byte {
+		for _, a := range applied {
+			if a.Path == path {
+				return a.Body
+			}
+		}
+		t.Errorf("%s was not applied", path)
+		return nil
+	}
+	secret := func(name string) *corev1.Secret {
+		var s corev1.Secret
+		if body := find("/api/v1/namespaces/flux-system/secrets/" + name); body != nil {
+			if err := json.Unmarshal(body, &s); err != nil {
+				t.Errorf("secret %s: the applied body is not a Secret: %v", name, err)
+			}
+		}
+		return &s
+	}
+
+	sopsAge := secret("sops-age")
+	if got := sopsAge.Data["age.agekey"]; !bytes.Equal(got, ageKey) {
+		t.Errorf("sops-age age.agekey: %s, want the lab's age identity (%s)", fingerprint(got), fingerprint(ageKey))
+	}
+	if _, err := age.ParseIdentities(bytes.NewReader(sopsAge.Data["age.agekey"])); err != nil {
+		t.Errorf("sops-age age.agekey does not parse as an age identity (%s)", fingerprint(sopsAge.Data["age.agekey"]))
+	}
+
+	git := secret("flux-system")
+	if got := git.Data["identity"]; !bytes.Equal(got, access.DeployKey) {
+		t.Errorf("flux-system identity: %s, want the lab's deploy key (%s)", fingerprint(got), fingerprint(access.DeployKey))
+	}
+	if got, want := string(git.Data["identity.pub"]), access.DeployPublic+"\n"; got != want {
+		t.Errorf("flux-system identity.pub = %q, want %q", got, want)
+	}
+	if got, want := string(git.Data["known_hosts"]), manager.String()+" "+hostPub+"\n"; got != want {
+		t.Errorf("flux-system known_hosts = %q, want %q (the manager's admin address and host key)", got, want)
+	}
+
+	var repo sourcev1.GitRepository
+	if body := find("/apis/source.toolkit.fluxcd.io/v1/namespaces/flux-system/gitrepositories/flux-system"); body != nil {
+		if err := json.Unmarshal(body, &repo); err != nil {
+			t.Errorf("the applied GitRepository does not decode: %v", err)
+		}
+	}
+	wantURL := "ssh://git@" + manager.String() + "/srv/git/" + lab.Name + ".git"
+	if repo.Spec.URL != wantURL || repo.Spec.Reference == nil || repo.Spec.Reference.Branch != lab.GitOps.Branch || lab.GitOps.Branch == "" {
+		t.Errorf("GitRepository url %q ref %+v, want %q branch %q", repo.Spec.URL, repo.Spec.Reference, wantURL, lab.GitOps.Branch)
+	}
+	if repo.Spec.SecretRef == nil || repo.Spec.SecretRef.Name != "flux-system" {
+		t.Errorf("GitRepository secretRef %+v, want flux-system", repo.Spec.SecretRef)
+	}
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -174,11 +285,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == "/apis/kustomize.toolkit.fluxcd.io/v1" && f.crds["kustomizations.kustomize.toolkit.fluxcd.io"]:
 		res("kustomize.toolkit.fluxcd.io/v1", metav1.APIResource{Name: "kustomizations", Kind: "Kustomization", Namespaced: true})
 	case r.Method == http.MethodPatch && r.Header.Get("Content-Type") == "application/apply-patch+yaml":
+		body, _ := io.ReadAll(r.Body)
 		f.patches = append(f.patches, r.URL.Path)
+		f.applied = append(f.applied, appliedObject{Path: r.URL.Path, Body: body})
 		if name, ok := strings.CutPrefix(r.URL.Path, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"); ok {
 			f.crds[name] = true
 		}
-		io.Copy(w, r.Body)
+		w.Write(body)
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, `{"kind":"Status","status":"Failure","message":"not found","reason":"NotFound","code":404}`)
@@ -293,6 +406,11 @@ current-context: admin@lab
 	if !strings.Contains(stdout, "with the lab's deploy key") {
 		t.Errorf("no Git credentials for the manager's repository:\n%s", stdout)
 	}
+	spc, _, err := spec.Load(lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFluxObjects(t, api.since(0), spc, st)
 	// Half of the Git credentials is a mistake with a hint.
 	code, _, stderr = runCLI(t, "gitops", "bootstrap", "-f", lab, "--via", "direct", "--git-identity", lab)
 	if code == 0 || !strings.Contains(stderr, "--git-identity and --known-hosts go together") {
