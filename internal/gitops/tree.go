@@ -319,6 +319,21 @@ creation_rules:
 }
 
 func readme(lab *spec.Lab, repo string) []byte {
+	components := "homelab gitops bootstrap: commit it with the rest."
+	ownership := ` Secrets you add here must be
+encrypted the same way (see .sops.yaml).
+`
+	if lab.GitOps.Repository == "" {
+		components = "homelab apply, which commits it here."
+		ownership = `
+
+This repository is homelab's (the manager's repository): homelab apply,
+or homelab gitops push, replaces its whole tree with one commit and
+refuses to push over commits made by hand. Change the lab through
+lab.yaml; do not add or edit files here (homelab gitops push --force puts
+the lab's tree back on top of hand-made commits).
+`
+	}
 	return []byte(`# GitOps repository of the lab ` + lab.Name + `
 
 Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles the cluster from it
@@ -326,7 +341,7 @@ Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles 
 
 - clusters/` + lab.Name + `/flux-system: Flux's own sync. gotk-components.yaml
   (Flux ` + FluxVersion + `'s install manifests) is downloaded and added here by
-  homelab gitops bootstrap: commit it with the rest.
+  ` + components + `
 - infrastructure/controllers: ingress-nginx (public, PROXY protocol from the
   lab's load balancer, NodePorts ` + fmt.Sprint(PublicHTTPNodePort, "/", PublicHTTPSNodePort) + `; admin, allowlisted to the
   admin network and the VPN, host ports ` + fmt.Sprint(AdminHTTPPort, "/", AdminHTTPSPort) + ` on the workers), cert-manager,
@@ -337,7 +352,5 @@ Written by ` + "`homelab gitops init`" + `; Flux ` + FluxVersion + ` reconciles 
 Secrets (*.sops.yaml: the apps' database and admin passwords, Grafana's
 admin password) are SOPS-encrypted with age for the lab's key; Flux
 decrypts them in the cluster. The key and the passwords in the clear stay
-in the lab's encrypted state folder. Secrets you add here must be
-encrypted the same way (see .sops.yaml).
-`)
+in the lab's encrypted state folder.` + ownership)
 }
