@@ -16,6 +16,14 @@
 // cluster.ca. Clients are then verified against those CAs. Certificates
 // given at start (Certs) are kept instead.
 //
+// An Upgrade "reboots" for RebootDelay and comes back at the installer
+// image's tag. As on Talos with the Image Factory, the installed image's
+// schematic (machine.install.image when first configured, then each
+// upgrade's image) decides the system extensions: an upgrade changing it
+// is accepted, as Talos accepts it, and recorded as such in its event.
+// Events record what happened, for tests: among them healthy, when the
+// node is back from an upgrade or a reboot with healthy services.
+//
 // It is not Talos and not Kubernetes: every response, version string and
 // log line says it is a stand-in.
 //
