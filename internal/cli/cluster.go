@@ -134,7 +134,8 @@ func localVPNEndpoint(lab *spec.Lab) (endpoint netip.AddrPort, namespace string,
 // reachAdmin returns a dialer to the lab's admin network and a line saying
 // how it reaches it. mode is tunnel.ModeAuto (direct when the first
 // control plane's Talos API answers, as on the manager VM or with an OS
-// VPN up; else the tunnel), ModeDirect or ModeTunnel. The tunnel is
+// VPN up; else the tunnel; always the tunnel for a local lab), ModeDirect
+// or ModeTunnel. The tunnel is
 // WireGuard in this process over a user-space network stack (no OS
 // interface, no route): with wgConfig, a peer config file (wg-quick
 // format, as homelab vpn peer add writes); else homelab's operator peer
@@ -158,6 +159,13 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 	}
 	if probe == "" {
 		return nil, "", errors.New("reaching the admin network: the lab has no control plane with an admin address")
+	}
+	if lab.Host.Provider == spec.ProviderLocal && (mode == tunnel.ModeAuto || mode == "") {
+		// Nothing of a local lab is reachable from this machine's own
+		// namespace: a direct probe would only send a SYN for the admin
+		// address to wherever the default route leads (a real network,
+		// where another machine may even answer).
+		mode = tunnel.ModeTunnel
 	}
 	var how string
 	open := func(ctx context.Context) (*tunnel.Tunnel, error) {
@@ -214,15 +222,26 @@ func reachAdmin(ctx context.Context, lab *spec.Lab, store *secrets.Store, mode t
 	return d, how, nil
 }
 
-// handshakeWait bounds the wait for the VPN server's first handshake
-// (wireguard-go retries a handshake every 5 s).
-const handshakeWait = 12 * time.Second
+// handshakeWait bounds the wait for the VPN server's first handshake.
+// checkHandshake starts a new one after 1 s, 2 s more, then every 4 s
+// (wireguard-go alone would retry only every 5 s): five attempts fit.
+const handshakeWait = 15 * time.Second
+
+// The pauses between checkHandshake's handshake attempts: the first,
+// doubled after each attempt up to the last (below wireguard-go's own 5 s
+// REKEY_TIMEOUT, so its timer never has to fire).
+const (
+	handshakeRetryFirst = time.Second
+	handshakeRetryMax   = 4 * time.Second
+)
 
 // checkHandshake sends traffic through the tunnel (a connection to
 // probe, whose outcome does not matter: the node may still be booting)
 // and fails when no WireGuard handshake with the server completed within
 // wait: then nothing can get through, and saying so beats waiting for
-// every node's timeout.
+// every node's timeout. While it waits it starts a new handshake after
+// 1 s, 2 s, then every 4 s, so that a first initiation lost (the server
+// was not listening yet) costs a second, not wireguard-go's 5 s retry.
 func checkHandshake(ctx context.Context, t *tunnel.Tunnel, probe string, wait time.Duration) error {
 	dctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -234,8 +253,18 @@ func checkHandshake(ctx context.Context, t *tunnel.Tunnel, probe string, wait ti
 		}
 		dialed <- err == nil
 	}()
+	// The dial outlives an early return only until cancel; wait for it
+	// so that nothing still uses the tunnel when the caller closes it.
+	defer func() {
+		if dialed != nil {
+			cancel()
+			<-dialed
+		}
+	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	attempts, pause := 1, handshakeRetryFirst
+	next := time.Now().Add(pause)
 	for {
 		hs, err := t.Handshakes()
 		if err != nil {
@@ -246,20 +275,42 @@ func checkHandshake(ctx context.Context, t *tunnel.Tunnel, probe string, wait ti
 				return nil
 			}
 		}
+		if !time.Now().Before(next) {
+			n, err := t.RetryHandshakes()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				attempts++
+			}
+			pause = min(2*pause, handshakeRetryMax)
+			next = time.Now().Add(pause)
+		}
 		select {
 		case ok := <-dialed:
+			dialed = nil
 			if ok {
 				return nil
 			}
-			dialed = nil // failed: wait for a handshake until the deadline
+			// failed: wait for a handshake until the deadline
 		case <-dctx.Done():
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("no WireGuard handshake with the VPN server within %s", wait)
+			return noHandshakeError(t, wait, attempts)
 		case <-tick.C:
 		}
 	}
+}
+
+// noHandshakeError says that no handshake completed within wait, and
+// whether anything at all came back from the server.
+func noHandshakeError(t *tunnel.Tunnel, wait time.Duration, attempts int) error {
+	what := "nothing came back from it"
+	if _, rx, err := t.Traffic(); err == nil && rx > 0 {
+		what = fmt.Sprintf("it sent %d bytes back, but no handshake completed", rx)
+	}
+	return fmt.Errorf("no WireGuard handshake with the VPN server within %s (%d handshake initiations sent, %s)", wait, attempts, what)
 }
 
 // nsBind opens WireGuard's UDP sockets inside a named network namespace,

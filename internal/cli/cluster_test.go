@@ -290,10 +290,13 @@ func TestCheckHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As homelab's operator peer, with a persistent keepalive: the first
+	// initiation leaves when the tunnel opens.
 	client := func(endpoint string) *tunnel.Tunnel {
 		c, err := tunnel.Open(ctx, &vpn.Config{
 			Interface: vpn.Interface{PrivateKey: cPriv, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
-			Peers:     []vpn.Peer{{PublicKey: sPub, Endpoint: endpoint, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}},
+			Peers: []vpn.Peer{{PublicKey: sPub, Endpoint: endpoint, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
+				PersistentKeepalive: vpn.ClientKeepalive}},
 		}, tunnel.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -311,6 +314,29 @@ func TestCheckHandshake(t *testing.T) {
 		t.Errorf("checkHandshake with a live server took %s, want it to return at the handshake", d)
 	}
 
+	// A server that starts listening only after the client's first
+	// initiation was lost: checkHandshake's own retry, a second later,
+	// gets through well before wireguard-go's 5 s one would.
+	late := freeUDPPort(t)
+	slow := client(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), late).String())
+	defer slow.Close()
+	time.Sleep(300 * time.Millisecond) // the first initiation meets a closed port
+	lateServer, err := tunnel.Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: sPriv, ListenPort: int(late), Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}},
+		Peers:     []vpn.Peer{{PublicKey: cPub, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}},
+	}, tunnel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lateServer.Close()
+	t0 = time.Now()
+	if err := checkHandshake(ctx, slow, "10.99.0.1:50000", 10*time.Second); err != nil {
+		t.Errorf("checkHandshake with a server that started late = %v, want nil", err)
+	}
+	if d := time.Since(t0); d < 500*time.Millisecond || d > 3500*time.Millisecond {
+		t.Errorf("checkHandshake with a server that started late took %s, want about a second (its own retry, not wireguard-go's 5 s one)", d)
+	}
+
 	// A UDP socket that reads nothing back: no handshake ever.
 	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -321,10 +347,23 @@ func TestCheckHandshake(t *testing.T) {
 	defer bad.Close()
 	t0 = time.Now()
 	err = checkHandshake(ctx, bad, "10.99.0.1:50000", time.Second)
-	if err == nil || !strings.Contains(err.Error(), "no WireGuard handshake with the VPN server within 1s") {
-		t.Errorf("checkHandshake with a silent server = %v, want no handshake within 1s", err)
+	if err == nil || !strings.Contains(err.Error(), "no WireGuard handshake with the VPN server within 1s") || !strings.Contains(err.Error(), "nothing came back") {
+		t.Errorf("checkHandshake with a silent server = %v, want no handshake within 1s and nothing back", err)
 	}
 	if d := time.Since(t0); d > 4*time.Second {
 		t.Errorf("checkHandshake with a silent server took %s, want about its 1s bound", d)
 	}
+}
+
+// freeUDPPort is a loopback UDP port nothing listens on (it was free a
+// moment ago).
+func freeUDPPort(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	return port
 }

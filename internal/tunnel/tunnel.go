@@ -196,12 +196,44 @@ func (t *Tunnel) ListenPort() (int, error) {
 // Handshakes reports, per peer public key, whether a handshake with it
 // has completed.
 func (t *Tunnel) Handshakes() (map[vpn.Key]bool, error) {
+	st, err := t.stats()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[vpn.Key]bool, len(st))
+	for k, s := range st {
+		out[k] = s.handshake
+	}
+	return out, nil
+}
+
+// Traffic reports the WireGuard bytes sent to and received from every
+// peer (handshakes included): a peer that never answered has rx 0.
+func (t *Tunnel) Traffic() (tx, rx uint64, err error) {
+	st, err := t.stats()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, s := range st {
+		tx += s.tx
+		rx += s.rx
+	}
+	return tx, rx, nil
+}
+
+// peerStats is what the device reports about one peer.
+type peerStats struct {
+	handshake bool
+	tx, rx    uint64
+}
+
+func (t *Tunnel) stats() (map[vpn.Key]*peerStats, error) {
 	s, err := t.dev.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("reading the wireguard device state: %w", err)
 	}
-	out := map[vpn.Key]bool{}
-	var cur vpn.Key
+	out := map[vpn.Key]*peerStats{}
+	var cur *peerStats
 	sc := bufio.NewScanner(strings.NewReader(s))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), "=")
@@ -211,15 +243,63 @@ func (t *Tunnel) Handshakes() (map[vpn.Key]bool, error) {
 			if err != nil || len(raw) != vpn.KeyLen {
 				return nil, errors.New("reading the wireguard device state: malformed public key")
 			}
-			cur = vpn.Key(raw)
-			out[cur] = false
+			cur = &peerStats{}
+			out[vpn.Key(raw)] = cur
 		case "last_handshake_time_sec":
-			if v != "0" && !cur.IsZero() {
-				out[cur] = true
+			if cur != nil && v != "0" {
+				cur.handshake = true
+			}
+		case "tx_bytes", "rx_bytes":
+			if cur == nil {
+				continue
+			}
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("reading the wireguard device state: %s is not a number", k)
+			}
+			if k == "tx_bytes" {
+				cur.tx = n
+			} else {
+				cur.rx = n
 			}
 		}
 	}
 	return out, nil
+}
+
+// RetryHandshakes starts a new handshake now with every peer that has not
+// completed one, instead of at wireguard-go's next retry, which comes 5 s
+// (REKEY_TIMEOUT) after the last attempt: when the first initiation was
+// lost (the server was not listening yet, a packet dropped), the next one
+// leaves at once. Peers with a completed handshake are left alone. It
+// returns how many handshakes it started.
+//
+// Call it at most about once a second: each call abandons the handshake
+// in flight, so calling it faster than the server answers would never let
+// one complete.
+func (t *Tunnel) RetryHandshakes() (int, error) {
+	hs, err := t.Handshakes()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for k, done := range hs {
+		if done {
+			continue
+		}
+		p := t.dev.LookupPeer(device.NoisePublicKey(k))
+		if p == nil {
+			continue
+		}
+		// Forget the attempt in flight (and wireguard-go's 5 s rate
+		// limit on initiations), then send a fresh one.
+		p.ExpireCurrentKeypairs()
+		if err := p.SendHandshakeInitiation(false); err != nil {
+			return n, fmt.Errorf("starting a wireguard handshake: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // Close takes the tunnel down and closes its socket; connections through

@@ -241,3 +241,65 @@ func TestPick(t *testing.T) {
 		t.Error("Pick with an unknown mode succeeded")
 	}
 }
+
+// TestRetryHandshakes: a client whose first initiation met a closed port
+// (the server was not up yet) completes its handshake as soon as
+// RetryHandshakes asks, not at wireguard-go's retry 5 s later; a peer
+// with a session is then left alone.
+func TestRetryHandshakes(t *testing.T) {
+	ctx := context.Background()
+	sk, ck := key(t), key(t)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close() // nothing listens there until the server opens
+	client, err := Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: ck.private, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
+		Peers: []vpn.Peer{{PublicKey: sk.public, Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
+			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, PersistentKeepalive: 25}},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	time.Sleep(200 * time.Millisecond) // the keepalive's initiation is lost
+	server, err := Open(ctx, &vpn.Config{
+		Interface: vpn.Interface{PrivateKey: sk.private, ListenPort: port, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}},
+		Peers:     []vpn.Peer{{PublicKey: ck.public, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}}},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+
+	handshook := func() bool {
+		hs, err := client.Handshakes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[sk.public]
+	}
+	if handshook() {
+		t.Fatal("handshake completed before the server listened: the test proves nothing")
+	}
+	n, err := client.RetryHandshakes()
+	if err != nil || n != 1 {
+		t.Fatalf("RetryHandshakes() = %d, %v, want 1 handshake started", n, err)
+	}
+	deadline := time.Now().Add(2 * time.Second) // wireguard-go's own retry: 5 s
+	for !handshook() {
+		if time.Now().After(deadline) {
+			t.Fatal("no handshake within 2s of RetryHandshakes")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := client.RetryHandshakes(); err != nil || n != 0 {
+		t.Errorf("RetryHandshakes() with a session = %d, %v, want 0 (left alone)", n, err)
+	}
+	tx, rx, err := client.Traffic()
+	if err != nil || tx == 0 || rx == 0 {
+		t.Errorf("Traffic() = tx %d, rx %d, %v, want both counted", tx, rx, err)
+	}
+}
