@@ -15,7 +15,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/homelab-dev/homelab/internal/vpn"
 )
@@ -25,7 +24,7 @@ import (
 // an ordinary socket; nothing changes on the host.
 type Tunnel struct {
 	dev  *device.Device
-	net  *netstack.Net
+	net  *stackTUN
 	once sync.Once
 }
 
@@ -73,7 +72,7 @@ func Open(ctx context.Context, cfg *vpn.Config, opts Options) (*Tunnel, error) {
 	if mtu == 0 {
 		mtu = vpn.DefaultMTU
 	}
-	tdev, tnet, err := netstack.CreateNetTUN(addrs, cfg.Interface.DNS, mtu)
+	tdev, err := newStackTUN(addrs, cfg.Interface.DNS, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("opening the wireguard tunnel: creating the user-space network stack: %w", err)
 	}
@@ -81,7 +80,7 @@ func Open(ctx context.Context, cfg *vpn.Config, opts Options) (*Tunnel, error) {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
-	dev := device.NewDevice(tdev, bind, logger(opts.Logger))
+	dev := device.NewDevice(tdev, bind, logger(opts.Logger)) // closes tdev on Close
 	if err := dev.IpcSet(uapi); err != nil {
 		dev.Close()
 		// IpcSet errors name the failing key, never its value.
@@ -91,7 +90,7 @@ func Open(ctx context.Context, cfg *vpn.Config, opts Options) (*Tunnel, error) {
 		dev.Close()
 		return nil, fmt.Errorf("opening the wireguard tunnel: bringing the device up: %w", err)
 	}
-	return &Tunnel{dev: dev, net: tnet}, nil
+	return &Tunnel{dev: dev, net: tdev}, nil
 }
 
 func logger(l *slog.Logger) *device.Logger {
@@ -161,7 +160,7 @@ func resolve(ctx context.Context, r *net.Resolver, hostport string) (netip.AddrP
 // "tcp6", "udp", "udp4" or "udp6"; a host name in addr is resolved with
 // the config's DNS servers through the tunnel.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := t.net.DialContext(ctx, network, addr)
+	c, err := t.net.dial(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s through the wireguard tunnel: %w", addr, err)
 	}
@@ -171,7 +170,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 // ListenTCP listens on the tunnel's side of the VPN, for servers that live
 // inside it (tests, the in-process VPN peer of a lab).
 func (t *Tunnel) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
-	l, err := t.net.ListenTCPAddrPort(addr)
+	l, err := t.net.listenTCP(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s inside the wireguard tunnel: %w", addr, err)
 	}

@@ -303,3 +303,72 @@ func TestRetryHandshakes(t *testing.T) {
 		t.Errorf("Traffic() = tx %d, rx %d, %v, want both counted", tx, rx, err)
 	}
 }
+
+// TestCloseUnderTraffic closes tunnels while connections through them
+// still send both ways (under -race: the stack's goroutines still write
+// packets while Close tears it down); Close returns promptly and the
+// connections fail afterwards.
+func TestCloseUnderTraffic(t *testing.T) {
+	for i := 0; i < 10; i++ {
+		server, client := pair(t)
+		l, err := server.ListenTCP(netip.MustParseAddrPort("10.99.0.1:8080"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go io.Copy(c, c) // echo
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var conns []net.Conn
+		for range 3 {
+			c, err := client.DialContext(ctx, "tcp", "10.99.0.1:8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+			go io.Copy(io.Discard, c)
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		cancel()
+		time.Sleep(time.Duration(i) * time.Millisecond)
+		t0 := time.Now()
+		client.Close()
+		server.Close()
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("closing two tunnels under traffic took %s", d)
+		}
+		for _, c := range conns {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write([]byte("after close")); err == nil {
+				t.Errorf("a write through a closed tunnel succeeded")
+			}
+			c.Close()
+		}
+	}
+}
+
+func TestDialNeedsDNSForNames(t *testing.T) {
+	_, client := pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := client.DialContext(ctx, "tcp", "kube.lab.internal:6443")
+	if err == nil || !strings.Contains(err.Error(), "names no DNS server") {
+		t.Errorf("dialing a name without a DNS server = %v, want an error saying the config names none", err)
+	}
+	if _, err := client.DialContext(ctx, "sctp", "10.99.0.1:1"); err == nil {
+		t.Error("dialing over sctp succeeded")
+	}
+}
