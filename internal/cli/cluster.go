@@ -135,11 +135,10 @@ func localVPNEndpoint(lab *spec.Lab) (endpoint netip.AddrPort, namespace string,
 // how it reaches it. mode is tunnel.ModeAuto (direct when the first
 // control plane's Talos API answers, as on the manager VM or with an OS
 // VPN up; else the tunnel; always the tunnel for a local lab), ModeDirect
-// or ModeTunnel. The tunnel is
-// WireGuard in this process over a user-space network stack (no OS
-// interface, no route): with wgConfig, a peer config file (wg-quick
-// format, as homelab vpn peer add writes); else homelab's operator peer
-// from the state folder. For the local provider the tunnel's UDP socket is
+// or ModeTunnel. The tunnel is WireGuard in this process over a
+// user-space network stack (no OS interface, no route): with wgConfig, a
+// peer config file (wg-quick format, as homelab vpn peer add writes);
+// else homelab's operator peer from the state folder. For the local provider the tunnel's UDP socket is
 // opened in the lab's internet namespace, where the VPN's wan address is
 // reachable (nothing of the lab is reachable from the machine's own
 // namespace); everything else stays in this process. Close the dialer when

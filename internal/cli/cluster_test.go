@@ -224,6 +224,22 @@ func TestReachAdminModes(t *testing.T) {
 		t.Errorf("reachAdmin(tunnel) without a peer = %v, want an error naming %s with a hint", err, OperatorPeer)
 	}
 
+	// Auto on a local lab: straight to the tunnel (here, the same error
+	// about the missing peer), without a direct probe of the admin
+	// address from this machine's namespace (it could only go out of the
+	// default route).
+	if lab.Host.Provider != spec.ProviderLocal {
+		t.Fatalf("the test lab's provider is %s, want local", lab.Host.Provider)
+	}
+	t0 := time.Now()
+	_, _, err = reachAdmin(ctx, lab, store, tunnel.ModeAuto, "")
+	if err == nil || !strings.Contains(err.Error(), OperatorPeer) {
+		t.Errorf("reachAdmin(auto) on a local lab without a peer = %v, want the tunnel's error naming %s", err, OperatorPeer)
+	}
+	if d := time.Since(t0); d >= tunnel.DefaultProbeTimeout {
+		t.Errorf("reachAdmin(auto) on a local lab took %s, as long as a direct probe", d)
+	}
+
 	// A missing --wg-config file is named.
 	_, _, err = reachAdmin(ctx, lab, store, tunnel.ModeTunnel, filepath.Join(t.TempDir(), "nope.conf"))
 	if err == nil || !strings.Contains(err.Error(), "nope.conf") {
