@@ -69,9 +69,16 @@ func (s *Balancer) startChecks(sv *serverRT, hc *HealthCheck) {
 			took := time.Since(start)
 			sv.checkLastNs.Store(int64(took))
 			sv.checkSumNs.Add(uint64(took))
+			// The check's error is recorded before the state changes, so
+			// whoever sees a server down also sees why.
 			msg := ""
 			if err != nil {
 				msg = err.Error()
+			}
+			sv.mu.Lock()
+			sv.lastCheck = msg
+			sv.mu.Unlock()
+			if err != nil {
 				sv.checksFailed.Add(1)
 				rise = 0
 				fall++
@@ -88,9 +95,6 @@ func (s *Balancer) startChecks(sv *serverRT, hc *HealthCheck) {
 					s.logger().Info("server up", "backend", sv.backend, "server", sv.addr, "passed_checks", rise)
 				}
 			}
-			sv.mu.Lock()
-			sv.lastCheck = msg
-			sv.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				return
