@@ -114,268 +114,293 @@ const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 // pump moves bytes from src to dst until src reaches EOF (nil error) or
 // something fails. It waits for readability holding no pipe or buffer.
 func (pc *proxyConn) pump(src, dst syscall.RawConn, srcConn, dstConn deadliner, toBackend bool) error {
-	var (
-		p        *pipe
-		buf      *[]byte
-		n        int
-		err      error
-		eof      bool
-		splicing bool // this burst goes through the pipe
-		inPipe   bool // the data in hand is in the pipe, not in buf
-		inline   bool // readFn wrote a short read out itself
-		blocked  bool // that write could not finish without waiting
-		burst    int  // bytes read since the last wait
-		wdSet    bool // dst's write deadline was set by this pump
-	)
-	pool := &pc.srv.pipes
-	canSplice := !pc.noSplice
-	releasePipe := func() {
-		if p != nil {
-			pool.put(p)
-			p = nil
-		}
+	pm := &pumper{pc: pc, toBackend: toBackend, src: src, dst: dst, srcConn: srcConn, dstConn: dstConn,
+		pool: &pc.srv.pipes, canSplice: !pc.noSplice}
+	if toBackend {
+		pm.rp = pc.rp
 	}
-	releaseBuf := func() {
-		if buf != nil {
-			bufPool.Put(buf)
-			buf = nil
-		}
+	// The callbacks handed to RawConn are made once per pump: with the
+	// state in one struct, a pump costs four allocations, not one per
+	// variable its closures would capture.
+	pm.readCB, pm.writeCB, pm.inlineCB = pm.readFn, pm.writeFn, pm.inlineWrite
+	defer pm.releasePipe()
+	defer pm.releaseBuf()
+	return pm.run()
+}
+
+// pumper is one direction's state while it pumps.
+type pumper struct {
+	pc               *proxyConn
+	toBackend        bool
+	src, dst         syscall.RawConn
+	srcConn, dstConn deadliner
+	pool             *pipePool
+	rp               *replay // toward the server with replayOnReset only
+	gen              int32   // rp.gen when dst was taken
+	readCB, writeCB  func(uintptr) bool
+	inlineCB         func(uintptr) bool
+	p                *pipe
+	buf              *[]byte
+	n, off           int
+	err              error
+	eof              bool
+	canSplice        bool
+	splicing         bool // this burst goes through the pipe
+	inPipe           bool // the data in hand is in the pipe, not in buf
+	inline           bool // readFn wrote a short read out itself
+	blocked          bool // that write could not finish without waiting
+	wdSet            bool // dst's write deadline was set by this pump
+	burst            int  // bytes read since the last wait
+}
+
+func (pm *pumper) releasePipe() {
+	if pm.p != nil {
+		pm.pool.put(pm.p)
+		pm.p = nil
 	}
-	defer releasePipe()
-	defer releaseBuf()
-	var off int
-	var writeFn func(fd uintptr) bool
-	// inlineWrite writes what a short read got without leaving src.Read:
-	// the socket is drained, so the direction can wait for more right
-	// after, without the read that would say EAGAIN. (Leaving src.Read
-	// and calling it again would not do: RawConn forgets a readiness the
-	// poller reported in between, and the direction would sleep on data.)
-	inlineWrite := func(fd uintptr) bool {
-		if !writeFn(fd) {
-			blocked = true
-		}
-		return true // never wait here, holding src's read lock
+}
+
+func (pm *pumper) releaseBuf() {
+	if pm.buf != nil {
+		bufPool.Put(pm.buf)
+		pm.buf = nil
 	}
-	// preWrite, toward a server whose backend has replayOnReset, takes
-	// the current server socket (a replay may have swapped it) and, while
-	// the replay window is open, writes through replaySend, which keeps a
-	// copy. It reports whether everything in hand is written (or err set).
-	rp := pc.rp
-	if !toBackend {
-		rp = nil
+}
+
+// inlineWrite writes what a short read got without leaving src.Read: the
+// socket is drained, so the direction can wait for more right after,
+// without the read that would say EAGAIN. (Leaving src.Read and calling
+// it again would not do: RawConn forgets a readiness the poller reported
+// in between, and the direction would sleep on data.)
+func (pm *pumper) inlineWrite(fd uintptr) bool {
+	if !pm.writeFn(fd) {
+		pm.blocked = true
 	}
-	var gen int32
-	takeBackend := func(b *sock) {
-		dst, dstConn = b.rc, b
+	return true // never wait here, holding src's read lock
+}
+
+func (pm *pumper) takeBackend(b *sock) { pm.dst, pm.dstConn = b.rc, b }
+
+// preWrite, toward a server whose backend has replayOnReset, takes the
+// current server socket (a replay may have swapped it) and, while the
+// replay window is open, writes through replaySend, which keeps a copy.
+// It reports whether everything in hand is written (or err set).
+func (pm *pumper) preWrite() bool {
+	rp := pm.rp
+	if rp == nil {
+		return false
 	}
-	preWrite := func() bool {
-		if rp == nil {
-			return false
-		}
-		if g := rp.gen.Load(); g != gen {
-			gen = g
-			takeBackend(pc.backendNow())
-		}
-		if !rp.active.Load() {
-			return false
-		}
-		if inPipe {
-			rp.stop()
-			takeBackend(pc.backendNow())
-			return false
-		}
-		m, to, ok, werr := pc.replaySend((*buf)[off:n])
-		takeBackend(to)
-		gen = rp.gen.Load()
-		if !ok {
-			return false
-		}
-		off += m
-		if werr != nil {
-			err = werr
-			return true
-		}
-		return off == n
+	if g := rp.gen.Load(); g != pm.gen {
+		pm.gen = g
+		pm.takeBackend(pm.pc.backendNow())
 	}
-	readFn := func(fd uintptr) bool {
-		for {
-			if splicing {
-				if p == nil {
-					if p, err = pool.get(); err != nil {
-						p, err, splicing = nil, nil, false // out of fds: copy
-						continue
-					}
-				}
-				n, err = rawSplice(int(fd), p.w, p.cap)
-				if n > 0 {
-					p.n += n
-				}
-				inPipe = true
-			} else {
-				if buf == nil {
-					buf = bufPool.Get().(*[]byte)
-				}
-				n, err = rawRead(int(fd), *buf)
-				inPipe = false
-			}
-			if n > 0 && !toBackend && !pc.replied {
-				pc.replied = true
-				if pc.rp != nil {
-					pc.rp.stop()
-				}
-			}
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				// Nothing to read: hold nothing while we wait. A stream
-				// that moved a buffer's worth or more is bulk: its next
-				// burst starts in the pipe.
-				releasePipe()
-				releaseBuf()
-				splicing = canSplice && burst >= copyBufSize
-				burst, err = 0, nil
-				return false
-			case err == unix.EINVAL && splicing && p.n == 0:
-				// This socket pair cannot splice: copy instead.
-				canSplice, splicing, err = false, false, nil
-				releasePipe()
-				continue
-			case err == nil && n == 0:
-				eof = true
-			case err == nil && !inPipe:
-				burst += n
-				if n == len(*buf) {
-					splicing = canSplice // bulk: splice the rest
-					break
-				}
-				// A short read: the socket is drained. Write it out
-				// here and wait for more in the same src.Read call.
-				off, blocked = 0, false
-				if preWrite() {
-					if err != nil {
-						return true
-					}
-				} else if werr := dst.Write(inlineWrite); werr != nil {
-					if errors.Is(werr, errDeadline) {
-						blocked = true // the caller's write loop decides
-					} else if err == nil {
-						err = werr
-					}
-				}
-				if err != nil || blocked {
-					inline = blocked && err == nil
-					return true // the caller finishes the write or fails
-				}
-				releaseBuf()
-				splicing = canSplice && burst >= copyBufSize
-				burst = 0
-				return false
-			case err == nil:
-				burst += n
-			}
-			return true
-		}
+	if !rp.active.Load() {
+		return false
 	}
-	writeFn = func(fd uintptr) bool {
-		for {
-			var m int
-			var werr error
-			if inPipe {
-				m, werr = rawSplice(p.r, int(fd), p.n)
-				if m > 0 {
-					p.n -= m
-				}
-			} else {
-				m, werr = rawWrite(int(fd), (*buf)[off:n])
-				if m > 0 {
-					off += m
-				}
-			}
-			if m > 0 {
-				pc.account(toBackend, m)
-				pc.touch() // progress, even partial, is activity
-			}
-			switch {
-			case werr == unix.EINTR:
-				continue
-			case werr == unix.EAGAIN:
-				// The write deadline is set only when a write first has
-				// to wait (most connections never do): until then no
-				// timer. Later expiries are pushed out by onDeadline
-				// while the connection is active.
-				if !wdSet {
-					wdSet = true
-					dstConn.SetWriteDeadline(time.Now().Add(pc.idle))
-				}
-				return false
-			case werr != nil:
-				err = werr
-				return true
-			}
-			if inPipe && p.n > 0 || !inPipe && off < n {
-				continue
-			}
-			return true
-		}
+	if pm.inPipe {
+		rp.stop()
+		pm.takeBackend(pm.pc.backendNow())
+		return false
 	}
+	m, to, ok, werr := pm.pc.replaySend((*pm.buf)[pm.off:pm.n])
+	pm.takeBackend(to)
+	pm.gen = rp.gen.Load()
+	if !ok {
+		return false
+	}
+	pm.off += m
+	if werr != nil {
+		pm.err = werr
+		return true
+	}
+	return pm.off == pm.n
+}
+
+func (pm *pumper) readFn(fd uintptr) bool {
+	pc := pm.pc
 	for {
-		if rerr := src.Read(readFn); rerr != nil {
+		if pm.splicing {
+			if pm.p == nil {
+				var err error
+				if pm.p, err = pm.pool.get(); err != nil {
+					pm.p, pm.splicing = nil, false // out of fds: copy
+					continue
+				}
+			}
+			pm.n, pm.err = rawSplice(int(fd), pm.p.w, pm.p.cap)
+			if pm.n > 0 {
+				pm.p.n += pm.n
+			}
+			pm.inPipe = true
+		} else {
+			if pm.buf == nil {
+				pm.buf = bufPool.Get().(*[]byte)
+			}
+			pm.n, pm.err = rawRead(int(fd), *pm.buf)
+			pm.inPipe = false
+		}
+		if pm.n > 0 && !pm.toBackend && !pc.replied {
+			pc.replied = true
+			if pc.rp != nil {
+				pc.rp.stop()
+			}
+		}
+		switch err := pm.err; {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			// Nothing to read: hold nothing while we wait. A stream that
+			// moved a buffer's worth or more is bulk: its next burst
+			// starts in the pipe.
+			pm.releasePipe()
+			pm.releaseBuf()
+			pm.splicing = pm.canSplice && pm.burst >= copyBufSize
+			pm.burst, pm.err = 0, nil
+			return false
+		case err == unix.EINVAL && pm.splicing && pm.p.n == 0:
+			// This socket pair cannot splice: copy instead.
+			pm.canSplice, pm.splicing, pm.err = false, false, nil
+			pm.releasePipe()
+			continue
+		case err == nil && pm.n == 0:
+			pm.eof = true
+		case err == nil && !pm.inPipe:
+			pm.burst += pm.n
+			if pm.n == len(*pm.buf) {
+				pm.splicing = pm.canSplice // bulk: splice the rest
+				break
+			}
+			// A short read: the socket is drained. Write it out here and
+			// wait for more in the same src.Read call.
+			pm.off, pm.blocked = 0, false
+			if pm.preWrite() {
+				if pm.err != nil {
+					return true
+				}
+			} else if werr := pm.dst.Write(pm.inlineCB); werr != nil {
+				if errors.Is(werr, errDeadline) {
+					pm.blocked = true // the caller's write loop decides
+				} else if pm.err == nil {
+					pm.err = werr
+				}
+			}
+			if pm.err != nil || pm.blocked {
+				pm.inline = pm.blocked && pm.err == nil
+				return true // the caller finishes the write or fails
+			}
+			pm.releaseBuf()
+			pm.splicing = pm.canSplice && pm.burst >= copyBufSize
+			pm.burst = 0
+			return false
+		case err == nil:
+			pm.burst += pm.n
+		}
+		return true
+	}
+}
+
+func (pm *pumper) writeFn(fd uintptr) bool {
+	for {
+		var m int
+		var werr error
+		if pm.inPipe {
+			m, werr = rawSplice(pm.p.r, int(fd), pm.p.n)
+			if m > 0 {
+				pm.p.n -= m
+			}
+		} else {
+			m, werr = rawWrite(int(fd), (*pm.buf)[pm.off:pm.n])
+			if m > 0 {
+				pm.off += m
+			}
+		}
+		if m > 0 {
+			pm.pc.account(pm.toBackend, m)
+			pm.pc.touch() // progress, even partial, is activity
+		}
+		switch {
+		case werr == unix.EINTR:
+			continue
+		case werr == unix.EAGAIN:
+			// The write deadline is set only when a write first has to
+			// wait (most connections never do): until then no timer.
+			// Later expiries are pushed out by onDeadline while the
+			// connection is active.
+			if !pm.wdSet {
+				pm.wdSet = true
+				pm.dstConn.SetWriteDeadline(time.Now().Add(pm.pc.idle))
+			}
+			return false
+		case werr != nil:
+			pm.err = werr
+			return true
+		}
+		if pm.inPipe && pm.p.n > 0 || !pm.inPipe && pm.off < pm.n {
+			continue
+		}
+		return true
+	}
+}
+
+func (pm *pumper) run() error {
+	pc := pm.pc
+	for {
+		if rerr := pm.src.Read(pm.readCB); rerr != nil {
 			if errors.Is(rerr, errDeadline) {
-				switch pc.onDeadline(srcConn, true) {
+				switch pc.onDeadline(pm.srcConn, true) {
 				case keepWaiting:
 					continue
 				case park:
-					if pc.srv.parker.park(pc, src, toBackend) {
+					if pc.srv.parker.park(pc, pm.src, pm.toBackend) {
 						return errParked
 					}
-					srcConn.SetReadDeadline(time.Now().Add(pc.idle))
+					pm.srcConn.SetReadDeadline(time.Now().Add(pc.idle))
 					continue
 				}
 			}
 			return rerr
 		}
-		if err != nil && !toBackend && !pc.replied && errors.Is(err, unix.ECONNRESET) {
+		if pm.err != nil && !pm.toBackend && !pc.replied && errors.Is(pm.err, unix.ECONNRESET) {
 			// The server reset the connection before sending a byte.
 			pc.sv.resetEmpty.Add(1)
 			if pc.rp != nil {
 				if nb := pc.redispatch(); nb != nil {
-					src, srcConn = nb.rc, nb
-					releasePipe()
-					releaseBuf()
-					err, splicing, burst = nil, false, 0
+					pm.src, pm.srcConn = nb.rc, nb
+					pm.releasePipe()
+					pm.releaseBuf()
+					pm.err, pm.splicing, pm.burst = nil, false, 0
 					continue
 				}
 			}
 		}
-		if err != nil {
-			return err
+		if pm.err != nil {
+			return pm.err
 		}
-		if eof {
+		if pm.eof {
 			return nil
 		}
-		if !inline {
-			off = 0
+		if !pm.inline {
+			pm.off = 0
 		}
-		inline = false
-		if preWrite() {
-			if err != nil {
-				return err
+		pm.inline = false
+		if pm.preWrite() {
+			if pm.err != nil {
+				return pm.err
 			}
 			continue
 		}
 		for {
-			werr := dst.Write(writeFn)
+			werr := pm.dst.Write(pm.writeCB)
 			if werr != nil {
-				if errors.Is(werr, errDeadline) && pc.onDeadline(dstConn, false) == keepWaiting {
+				if errors.Is(werr, errDeadline) && pc.onDeadline(pm.dstConn, false) == keepWaiting {
 					continue
 				}
 				return werr
 			}
 			break
 		}
-		if err != nil {
-			return err
+		if pm.err != nil {
+			return pm.err
 		}
 	}
 }

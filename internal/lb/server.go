@@ -596,13 +596,14 @@ func (s *Balancer) serve(l *listener) {
 
 func (s *Balancer) acceptLoop(l *listener) {
 	var backoff time.Duration
+	acc := newAcceptor(l.tcp.rc)
 	for {
 		if s.capacity.wait(s.done) {
 			if fe := l.fe.Load(); fe != nil {
 				fe.stats.waited.Add(1)
 			}
 		}
-		fd, client, err := acceptRaw(l.tcp.rc)
+		fd, client, err := acc.accept()
 		if err != nil {
 			if isClosed(err) {
 				return

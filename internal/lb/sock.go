@@ -112,42 +112,60 @@ func rawToAddrPort(r *unix.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// acceptRaw accepts one connection from the listening socket behind lrc,
-// waiting on the poller. The new descriptor is non-blocking and
-// close-on-exec; the client's address comes with it.
-func acceptRaw(lrc syscall.RawConn) (int, netip.AddrPort, error) {
-	var (
-		nfd  int
-		rsa  unix.RawSockaddrAny
-		aerr error
-	)
-	err := lrc.Read(func(lfd uintptr) bool {
-		for {
-			slen := uint32(unix.SizeofSockaddrAny)
-			// accept4 on a non-blocking listener never blocks.
-			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, lfd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&slen)),
-				unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-			switch e {
-			case 0:
-				nfd, aerr = int(r), nil
-				return true
-			case unix.EAGAIN:
-				return false
-			case unix.EINTR, unix.ECONNABORTED:
-				// A client that reset before we accepted: take the next.
-				continue
-			}
-			aerr = e
+// acceptor accepts connections from one listening socket, waiting on the
+// poller. Its callback is made once, so an accept allocates nothing. The
+// new descriptors are non-blocking and close-on-exec; the client's
+// address comes with each. One goroutine uses an acceptor.
+type acceptor struct {
+	lrc  syscall.RawConn
+	cb   func(uintptr) bool
+	nfd  int
+	rsa  unix.RawSockaddrAny
+	slen uint32
+	err  error
+}
+
+func newAcceptor(lrc syscall.RawConn) *acceptor {
+	a := &acceptor{lrc: lrc}
+	a.cb = a.try
+	return a
+}
+
+func (a *acceptor) try(lfd uintptr) bool {
+	for {
+		a.slen = unix.SizeofSockaddrAny
+		// accept4 on a non-blocking listener never blocks.
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, lfd, uintptr(unsafe.Pointer(&a.rsa)), uintptr(unsafe.Pointer(&a.slen)),
+			unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			a.nfd, a.err = int(r), nil
 			return true
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR, unix.ECONNABORTED:
+			// A client that reset before we accepted: take the next.
+			continue
 		}
-	})
-	if err != nil {
+		a.err = e
+		return true
+	}
+}
+
+func (a *acceptor) accept() (int, netip.AddrPort, error) {
+	if err := a.lrc.Read(a.cb); err != nil {
 		return -1, netip.AddrPort{}, err
 	}
-	if aerr != nil {
-		return -1, netip.AddrPort{}, os.NewSyscallError("accept4", aerr)
+	if a.err != nil {
+		return -1, netip.AddrPort{}, os.NewSyscallError("accept4", a.err)
 	}
-	return nfd, rawToAddrPort(&rsa), nil
+	return a.nfd, rawToAddrPort(&a.rsa), nil
+}
+
+// acceptRaw accepts one connection (a fresh acceptor each time: for tests
+// and one-off use).
+func acceptRaw(lrc syscall.RawConn) (int, netip.AddrPort, error) {
+	return newAcceptor(lrc).accept()
 }
 
 // errConnectTimeout is a dial that got no answer within the connect timeout.
