@@ -3,15 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +19,6 @@ import (
 	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/gitrepo"
 	"github.com/homelab-dev/homelab/internal/render"
-	"github.com/homelab-dev/homelab/internal/standin"
 	"github.com/homelab-dev/homelab/internal/talos/bootstrap"
 )
 
@@ -91,46 +86,13 @@ func TestGitopsPhaseRealCluster(t *testing.T) {
 
 	// The cluster's Kubernetes API (client certificates required) and
 	// the Flux release's install manifests.
-	caCrt, caKey, err := standin.NewCA("test kubernetes CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCrt, srvKey, err := standin.IssueCerts(caCrt, caKey, []string{"kubernetes"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliCrt, cliKey, err := standin.IssueClientCert(caCrt, caKey, "admin", "system:masters")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, _ := tls.X509KeyPair(srvCrt, srvKey)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caCrt)
-	api := &fakeAPI{crds: map[string]bool{}}
-	ks := httptest.NewUnstartedServer(api)
-	ks.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	ks.StartTLS()
-	defer ks.Close()
+	api, kubeconfig := startFakeKubeAPI(t)
 	var downloads atomic.Int32
 	comps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		downloads.Add(1)
 		io.WriteString(w, cliComponents)
 	}))
 	defer comps.Close()
-	b64 := base64.StdEncoding.EncodeToString
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster: {server: %s, certificate-authority-data: %s}
-users:
-- name: admin@lab
-  user: {client-certificate-data: %s, client-key-data: %s}
-contexts:
-- name: admin@lab
-  context: {cluster: lab, user: admin@lab}
-current-context: admin@lab
-`, ks.URL, b64(caCrt), b64(cliCrt), b64(cliKey))
 
 	lc := &labContext{Lab: lab, Store: store, Bundle: b}
 	cl := &clusterRun{

@@ -316,43 +316,10 @@ func TestGitopsBootstrapCommand(t *testing.T) {
 	lab := filepath.Join(dir, "lab.yaml")
 
 	// A Kubernetes API that wants the admin's client certificate.
-	caCrt, caKey, err := standin.NewCA("test kubernetes CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCrt, srvKey, err := standin.IssueCerts(caCrt, caKey, []string{"kubernetes"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliCrt, cliKey, err := standin.IssueClientCert(caCrt, caKey, "admin", "system:masters")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, _ := tls.X509KeyPair(srvCrt, srvKey)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caCrt)
-	api := &fakeAPI{crds: map[string]bool{}}
-	ks := httptest.NewUnstartedServer(api)
-	ks.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	ks.StartTLS()
-	defer ks.Close()
+	api, kubeconfig := startFakeKubeAPI(t)
 	comps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, cliComponents) }))
 	defer comps.Close()
 
-	b64 := base64.StdEncoding.EncodeToString
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster: {server: %s, certificate-authority-data: %s}
-users:
-- name: admin@lab
-  user: {client-certificate-data: %s, client-key-data: %s}
-contexts:
-- name: admin@lab
-  context: {cluster: lab, user: admin@lab}
-current-context: admin@lab
-`, ks.URL, b64(caCrt), b64(cliCrt), b64(cliKey))
 	st, err := secrets.Open(filepath.Join(dir, secrets.StateDirName))
 	if err != nil {
 		t.Fatal(err)
@@ -416,4 +383,48 @@ current-context: admin@lab
 	if code == 0 || !strings.Contains(stderr, "--git-identity and --known-hosts go together") {
 		t.Errorf("gitops bootstrap with only --git-identity: exit %d, %s", code, stderr)
 	}
+}
+
+// startFakeKubeAPI serves fakeAPI over TLS with client certificates
+// required, as the Kubernetes API does, and returns it with an admin
+// kubeconfig for it.
+func startFakeKubeAPI(t *testing.T) (*fakeAPI, string) {
+	t.Helper()
+	caCrt, caKey, err := standin.NewCA("test kubernetes CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCrt, srvKey, err := standin.IssueCerts(caCrt, caKey, []string{"kubernetes"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCrt, cliKey, err := standin.IssueClientCert(caCrt, caKey, "admin", "system:masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tls.X509KeyPair(srvCrt, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caCrt)
+	api := &fakeAPI{crds: map[string]bool{}}
+	ks := httptest.NewUnstartedServer(api)
+	ks.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	ks.StartTLS()
+	t.Cleanup(ks.Close)
+	b64 := base64.StdEncoding.EncodeToString
+	return api, fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster: {server: %s, certificate-authority-data: %s}
+users:
+- name: admin@lab
+  user: {client-certificate-data: %s, client-key-data: %s}
+contexts:
+- name: admin@lab
+  context: {cluster: lab, user: admin@lab}
+current-context: admin@lab
+`, ks.URL, b64(caCrt), b64(cliCrt), b64(cliKey))
 }
