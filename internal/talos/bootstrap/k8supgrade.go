@@ -230,34 +230,17 @@ func cutByDeadline(ctx context.Context) bool {
 
 // waitKubernetes waits until the node runs version and is healthy.
 func (f *Flow) waitKubernetes(ctx context.Context, n *Node, version string, kubeconfig []byte) error {
-	timeout := orDefault(f.NodeTimeout, DefaultNodeTimeout)
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		var why error
-		v, err := f.nodeVersions(wctx, n)
+	return f.waitNode(ctx, n, "at kubernetes "+version+" and healthy", func(ctx context.Context) error {
+		v, err := f.nodeVersions(ctx, n)
 		switch {
 		case err != nil:
-			why = err
+			return err
 		case !v.KubernetesAt(version):
-			why = fmt.Errorf("still at kubernetes %s", v.KubernetesSummary())
-		default:
-			err := f.nodeHealthy(wctx, n, kubeconfig)
-			if err == nil {
-				return nil
-			}
-			why = fmt.Errorf("at kubernetes %s but not healthy: %w", version, err)
+			return fmt.Errorf("still at kubernetes %s", v.KubernetesSummary())
 		}
-		if last == nil || !cutByDeadline(wctx) {
-			// a round cut by the deadline blames the deadline: keep the
-			// error that says why
-			last = why
+		if err := f.nodeHealthy(ctx, n, kubeconfig); err != nil {
+			return fmt.Errorf("at kubernetes %s but not healthy: %w", version, err)
 		}
-		select {
-		case <-wctx.Done():
-			return &NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("not at kubernetes %s and healthy within %s: %w", version, timeout, last)}
-		case <-time.After(orDefault(f.PollInterval, DefaultPollInterval)):
-		}
-	}
+		return nil
+	})
 }

@@ -113,33 +113,41 @@ func (f *Flow) startUpgrade(ctx context.Context, n *Node, image string) error {
 // waitUpgraded waits until the node answers at version with healthy
 // services, and the Kubernetes API is ready when a kubeconfig is given.
 func (f *Flow) waitUpgraded(ctx context.Context, n *Node, version string, kubeconfig []byte) error {
+	return f.waitNode(ctx, n, "back at "+version+" and healthy", func(ctx context.Context) error {
+		tag, err := f.versionOf(ctx, n)
+		switch {
+		case err != nil:
+			return err
+		case !sameVersion(tag, version):
+			return fmt.Errorf("still at %s", tag)
+		}
+		if err := f.nodeHealthy(ctx, n, kubeconfig); err != nil {
+			return fmt.Errorf("at %s but not healthy: %w", version, err)
+		}
+		return nil
+	})
+}
+
+// waitNode polls check on n until it passes (nil), for at most the node
+// timeout; the error names the node, what it was not, within which bound,
+// and the last reason check gave (not the deadline's own error, when a
+// round is cut by it).
+func (f *Flow) waitNode(ctx context.Context, n *Node, what string, check func(context.Context) error) error {
 	timeout := orDefault(f.NodeTimeout, DefaultNodeTimeout)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		var why error
-		tag, err := f.versionOf(wctx, n)
-		switch {
-		case err != nil:
-			why = err
-		case !sameVersion(tag, version):
-			why = fmt.Errorf("still at %s", tag)
-		default:
-			err := f.nodeHealthy(wctx, n, kubeconfig)
-			if err == nil {
-				return nil
-			}
-			why = fmt.Errorf("at %s but not healthy: %w", version, err)
+		why := check(wctx)
+		if why == nil {
+			return nil
 		}
 		if last == nil || !cutByDeadline(wctx) {
-			// a round cut by the deadline blames the deadline: keep the
-			// error that says why
 			last = why
 		}
 		select {
 		case <-wctx.Done():
-			return &NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("not back at %s and healthy within %s: %w", version, timeout, last)}
+			return &NodeError{Node: n.Name, Addr: n.Addr, Err: fmt.Errorf("not %s within %s: %w", what, timeout, last)}
 		case <-time.After(orDefault(f.PollInterval, DefaultPollInterval)):
 		}
 	}
