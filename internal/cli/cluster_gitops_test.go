@@ -19,6 +19,8 @@ import (
 	"github.com/homelab-dev/homelab/internal/gitops"
 	"github.com/homelab-dev/homelab/internal/gitrepo"
 	"github.com/homelab-dev/homelab/internal/render"
+	"github.com/homelab-dev/homelab/internal/secrets"
+	"github.com/homelab-dev/homelab/internal/spec"
 	"github.com/homelab-dev/homelab/internal/talos/bootstrap"
 )
 
@@ -52,37 +54,11 @@ func TestGitopsPhaseRealCluster(t *testing.T) {
 
 	// The manager's Git server, with the lab's host key and the keys
 	// homelab pushes and Flux fetches with.
-	access, _, err := gitops.LoadOrCreateGitAccess(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	push, _, err := gitrepo.LoadOrCreatePushKey(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repoURL, err := gitops.Repository(lab)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, gitDir, repoURL := startManagerGit(ctx, t, lab, store)
 	u, err := url.Parse(repoURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	authorized, err := render.GitAuthorizedKeys(u.Path, push.Public, access.DeployPublic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gitDir := t.TempDir()
-	if err := gitrepo.InitBare(ctx, "", gitDir, lab.Name); err != nil {
-		t.Fatal(err)
-	}
-	gs := &gitrepo.Server{Dir: gitDir, HostKey: access.HostKey, Authorized: []byte(authorized)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ctx, ln)
-	defer gs.Close()
 
 	// The cluster's Kubernetes API (client certificates required) and
 	// the Flux release's install manifests.
@@ -217,3 +193,43 @@ func (f dialFunc) DialContext(context.Context, string, string) (net.Conn, error)
 }
 
 func (dialFunc) Close() error { return nil }
+
+// startManagerGit serves the lab's repository as the manager does: a bare
+// repository behind gitrepo's SSH server with the lab's host key, homelab's
+// push key and Flux's deploy key. It returns the listener, the folder of
+// the bare repositories and the repository's URL in the lab.
+func startManagerGit(ctx context.Context, t *testing.T, lab *spec.Lab, store *secrets.Store) (net.Listener, string, string) {
+	t.Helper()
+	access, _, err := gitops.LoadOrCreateGitAccess(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push, _, err := gitrepo.LoadOrCreatePushKey(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repoURL, err := gitops.Repository(lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(repoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized, err := render.GitAuthorizedKeys(u.Path, push.Public, access.DeployPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gitDir := t.TempDir()
+	if err := gitrepo.InitBare(ctx, "", gitDir, lab.Name); err != nil {
+		t.Fatal(err)
+	}
+	gs := &gitrepo.Server{Dir: gitDir, HostKey: access.HostKey, Authorized: []byte(authorized)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ctx, ln)
+	t.Cleanup(func() { gs.Close() })
+	return ln, gitDir, repoURL
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -42,6 +41,8 @@ func TestGitopsPush(t *testing.T) {
 	lab, store, _ := openTestLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	ln, gitDir, repoURL := startManagerGit(ctx, t, lab, store)
+	// The keys the server was started with, for a push from outside.
 	access, _, err := gitops.LoadOrCreateGitAccess(store)
 	if err != nil {
 		t.Fatal(err)
@@ -50,26 +51,6 @@ func TestGitopsPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repoURL, err := gitops.Repository(lab)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(repoURL)
-	authorized, err := render.GitAuthorizedKeys(u.Path, push.Public, access.DeployPublic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gitDir := t.TempDir()
-	if err := gitrepo.InitBare(ctx, "", gitDir, lab.Name); err != nil {
-		t.Fatal(err)
-	}
-	gs := &gitrepo.Server{Dir: gitDir, HostKey: access.HostKey, Authorized: []byte(authorized)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ctx, ln)
-	defer gs.Close()
 	calls := 0
 	d := toServer{addr: ln.Addr().String(), calls: &calls}
 	git := func(args ...string) string {
