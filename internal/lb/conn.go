@@ -108,14 +108,20 @@ func (pc *proxyConn) closeBoth() {
 	first := false
 	pc.closeOnce.Do(func() {
 		first = true
+		b := pc.backend
 		if rp := pc.rp; rp != nil {
+			// Hold mu only to end the window and read the socket: a
+			// close waits for the operations in flight on the socket,
+			// and the client-to-server direction takes mu inside one
+			// (the client's read). No swap happens once closed is set.
 			rp.mu.Lock()
 			rp.closed = true
 			rp.active.Store(false)
-			defer rp.mu.Unlock()
+			b = pc.backend
+			rp.mu.Unlock()
 		}
 		pc.client.Close()
-		pc.backend.Close()
+		b.Close()
 	})
 	// Outside Do: kick finishes parked directions, which calls closeBoth.
 	if first && pc.parkedMask.Load() != 0 {

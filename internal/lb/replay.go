@@ -15,18 +15,21 @@ import (
 //
 // While a replay is possible, the client-to-server direction writes to the
 // server holding mu, and the server-to-client direction swaps the backend
-// socket holding mu; once active is false, no swap happens any more, so
-// pc.backend and pc.sv are stable. gen counts swaps, so the
-// client-to-server direction knows when to take the new socket.
+// socket holding mu. mu is held only for moments, never across a dial, a
+// write that may wait or a close (see redispatch and closeBoth): the
+// client-to-server direction takes it inside a read on the client socket.
+// Once active is false, no swap happens any more, so pc.backend and pc.sv
+// are stable. gen counts swaps, so the client-to-server direction knows
+// when to take the new socket.
 type replay struct {
 	mu     sync.Mutex
 	active atomic.Bool
 	gen    atomic.Int32
 	buf    []byte
 	max    int
-	c2sEOF bool // the client half-closed: half-close the new server too
-	closed bool // closeBoth ran
-	tried  []*serverRT
+	c2sEOF bool        // the client half-closed: half-close the new server too
+	closed bool        // closeBoth ran
+	tried  []*serverRT // only the server-to-client direction uses it
 }
 
 // stop ends the replay window (the server answered, the client sent too
@@ -98,16 +101,24 @@ func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err e
 // still open it sends the kept bytes to another server and swaps the
 // connection over; it returns the new server socket, or nil (the caller
 // fails the connection as before).
+//
+// mu is never held across the dial or a write that may wait: the
+// client-to-server direction takes mu inside a read on the client socket,
+// and closeBoth's close of that socket waits for the read to end. The
+// kept bytes go to the new socket (nobody else sees it yet) unlocked;
+// under mu, what the client sent meanwhile is sent too, until nothing is
+// left, and only then is the socket swapped in.
 func (pc *proxyConn) redispatch() *sock {
 	rp := pc.rp
 	rp.mu.Lock()
-	defer rp.mu.Unlock()
 	if !rp.active.Load() || rp.closed {
+		rp.mu.Unlock()
 		return nil
 	}
 	s := pc.srv
 	old := pc.sv
 	old.dialFailed(s, unix.ECONNRESET)
+	rp.mu.Unlock()
 	rp.tried = append(rp.tried, old)
 	for len(rp.tried) < len(pc.bk.servers) {
 		sv := pc.bk.pick(pc.src, rp.tried)
@@ -116,37 +127,78 @@ func (pc *proxyConn) redispatch() *sock {
 		}
 		nb, err := dialRaw(&sv.raddr, pc.connectTO)
 		if err == nil {
-			nb.SetWriteDeadline(time.Now().Add(pc.connectTO))
-			if _, err = nb.Write(rp.buf); err == nil && rp.c2sEOF {
-				err = nb.closeWrite()
+			var swapped bool
+			swapped, err = pc.replayTo(nb, sv)
+			if err == nil {
+				if !swapped {
+					nb.Close() // the window closed meanwhile
+					return nil
+				}
+				sv.dialOK()
+				s.logger().Debug("server reset before answering: replayed on another server", "backend", pc.bk.name, "from", old.addr, "to", sv.addr)
+				nb.SetReadDeadline(pc.readDeadline(time.Now()))
+				return nb
 			}
-			nb.SetWriteDeadline(time.Time{})
-			if err != nil {
-				nb.Close()
-			}
+			nb.Close()
 		}
-		if err != nil {
-			sv.dialFailed(s, err)
-			rp.tried = append(rp.tried, sv)
-			continue
-		}
-		sv.dialOK()
-		s.logger().Debug("server reset before answering: replayed on another server", "backend", pc.bk.name, "from", old.addr, "to", sv.addr, "bytes", len(rp.buf))
-		oldSock := pc.backend
-		pc.backend = nb
-		old.untrack(pc)
-		old.active.Add(-1)
-		sv.conns.Add(1)
-		sv.active.Add(1)
-		sv.track(pc)
-		sv.replayed.Add(1)
-		pc.sv = sv
-		rp.gen.Add(1)
-		oldSock.Close()
-		nb.SetReadDeadline(pc.readDeadline(time.Now()))
-		return nb
+		sv.dialFailed(s, err)
+		rp.tried = append(rp.tried, sv)
 	}
+	rp.mu.Lock()
 	rp.active.Store(false)
 	rp.buf = nil
+	rp.mu.Unlock()
 	return nil
+}
+
+// replayTo sends the kept bytes (and the client's half-close) to nb, a
+// new connection to sv, and swaps it in. swapped is false, with no error,
+// when the window closed or the connection was closed meanwhile.
+func (pc *proxyConn) replayTo(nb *sock, sv *serverRT) (swapped bool, err error) {
+	rp := pc.rp
+	sent, shut := 0, false
+	nb.SetWriteDeadline(time.Now().Add(pc.connectTO))
+	defer nb.SetWriteDeadline(time.Time{})
+	for {
+		rp.mu.Lock()
+		if rp.closed || !rp.active.Load() {
+			rp.mu.Unlock()
+			return false, nil
+		}
+		if sent == len(rp.buf) && shut == rp.c2sEOF {
+			break // mu held: swap
+		}
+		// Bytes up to len(rp.buf) never change: the client-to-server
+		// direction only appends, and a window that closes drops the
+		// slice, not its contents.
+		rest, eof := rp.buf[sent:], rp.c2sEOF
+		rp.mu.Unlock()
+		if len(rest) > 0 {
+			n, err := nb.Write(rest)
+			sent += n
+			if err != nil {
+				return false, err
+			}
+		}
+		if eof && !shut {
+			if err := nb.closeWrite(); err != nil {
+				return false, err
+			}
+			shut = true
+		}
+	}
+	old := pc.sv
+	oldSock := pc.backend
+	pc.backend = nb
+	old.untrack(pc)
+	old.active.Add(-1)
+	sv.conns.Add(1)
+	sv.active.Add(1)
+	sv.track(pc)
+	sv.replayed.Add(1)
+	pc.sv = sv
+	rp.gen.Add(1)
+	rp.mu.Unlock()
+	oldSock.Close()
+	return true, nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // resetter is a server that resets every connection: before sending
@@ -166,5 +168,90 @@ backends:
 	}
 	if st := serverState(s, "app", dead); st != "ejected" {
 		t.Errorf("refused server state = %s, want ejected after one refused connect", st)
+	}
+}
+
+// hangingAddr returns the address of a listener whose accept queue is
+// full (backlog 0, filled by dials never accepted): a connect to it hangs
+// until its timeout, as to a server that stopped answering.
+func hangingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	for range 3 {
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		if c, err := d.Dial("tcp", a); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return a
+}
+
+// While a replay dials a server that does not answer, the clients keep
+// writing and then close: nothing may deadlock (closing a connection
+// while its client-to-server direction is inside a write to the server),
+// every connection ends, and Close returns.
+func TestReplayCloseWhileRedispatching(t *testing.T) {
+	bad := startResetter(t, false)
+	hang := hangingAddr(t)
+	yaml := strings.Replace(replayConfig(true, 4096, bad.addr, hang), "backends:", "timeouts: {connect: 300ms}\nbackends:", 1)
+	s := startLB(t, yaml)
+	a := addr(t, s, "web")
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	for range 6 {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 160 { // 2 bytes every 5 ms for about 0.8 s
+				if _, err := c.Write([]byte("x\n")); err != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		c.Close()
+	}
+	var active int64
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		active = 0
+		for _, sv := range s.Status().Backends[0].Servers {
+			active += sv.Active
+		}
+		if active == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if active != 0 {
+		t.Errorf("%d connections still active 2s after their clients closed, want 0", active)
+	}
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not return within 2s")
 	}
 }
