@@ -149,9 +149,11 @@ func (pc *proxyConn) run() {
 // ends or parks. resumed is true when the parker restarts it.
 func (pc *proxyConn) direction(toBackend, resumed bool) {
 	defer pc.srv.wg.Done()
-	b := pc.backend
+	var b *sock
 	if pc.rp != nil {
-		b = pc.backendNow()
+		b = pc.backendNow() // a replay may swap it concurrently
+	} else {
+		b = pc.backend
 	}
 	src, dst := b.rc, pc.client.rc
 	srcConn, dstConn := deadliner(b), deadliner(pc.client)
