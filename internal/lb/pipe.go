@@ -360,7 +360,7 @@ func (pm *pumper) run() error {
 			}
 			return rerr
 		}
-		if pm.err != nil && !pm.toBackend && !pc.replied && errors.Is(pm.err, unix.ECONNRESET) {
+		if !pm.toBackend && !pc.replied && pm.serverReset() {
 			// The server reset the connection before sending a byte.
 			pc.sv.resetEmpty.Add(1)
 			if pc.rp != nil {
@@ -368,10 +368,11 @@ func (pm *pumper) run() error {
 					pm.src, pm.srcConn = nb.rc, nb
 					pm.releasePipe()
 					pm.releaseBuf()
-					pm.err, pm.splicing, pm.burst = nil, false, 0
+					pm.err, pm.eof, pm.splicing, pm.burst = nil, false, false, 0
 					continue
 				}
 			}
+			pm.err = unix.ECONNRESET // also when a write saw it: fail, not half-close
 		}
 		if pm.err != nil {
 			return pm.err
@@ -403,6 +404,17 @@ func (pm *pumper) run() error {
 			return pm.err
 		}
 	}
+}
+
+// serverReset tells, on the server-to-client direction, whether the read
+// that ended found the server reset: the read's error, or, with
+// replayOnReset, an EOF after a write to the server saw the reset (which
+// the kernel reports once, to whichever call comes first).
+func (pm *pumper) serverReset() bool {
+	if pm.err != nil {
+		return errors.Is(pm.err, unix.ECONNRESET)
+	}
+	return pm.eof && pm.pc.rp != nil && pm.pc.rp.sawReset()
 }
 
 // The pump's reads, writes and splices are made with RawSyscall, not

@@ -29,6 +29,7 @@ type replay struct {
 	max    int
 	c2sEOF bool        // the client half-closed: half-close the new server too
 	closed bool        // closeBoth ran
+	reset  bool        // a write to the current server saw it reset
 	tried  []*serverRT // only the server-to-client direction uses it
 }
 
@@ -56,6 +57,11 @@ func (pc *proxyConn) backendNow() *sock {
 // not reading) closes the window, and the caller writes the rest the
 // usual way to the socket returned. ok is false when the window was
 // already closed (nothing written).
+//
+// A reset first seen here (ECONNRESET, or EPIPE once the other direction
+// saw it) is no error while the window is open: the bytes are kept, as
+// written, and reset is set, so the server-to-client direction, which
+// then reads a plain EOF, replays them (see sawReset).
 func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err error) {
 	rp := pc.rp
 	rp.mu.Lock()
@@ -64,28 +70,44 @@ func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err e
 	if !rp.active.Load() {
 		return 0, to, false, nil
 	}
-	werr := to.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			m, e := rawWrite(int(fd), b[written:])
-			if e == unix.EINTR {
-				continue
-			}
-			if e != nil {
-				if e != unix.EAGAIN {
-					err = e
+	if !rp.reset {
+		werr := to.rc.Write(func(fd uintptr) bool {
+			for written < len(b) {
+				m, e := rawWrite(int(fd), b[written:])
+				if e == unix.EINTR {
+					continue
 				}
-				return true
+				if e != nil {
+					if e != unix.EAGAIN {
+						err = e
+					}
+					return true
+				}
+				written += m
 			}
-			written += m
+			return true
+		})
+		if werr != nil && err == nil {
+			err = werr
 		}
-		return true
-	})
-	if werr != nil && err == nil {
-		err = werr
+		if written > 0 {
+			pc.account(true, written)
+			pc.touch()
+		}
+		if err == unix.ECONNRESET || err == unix.EPIPE {
+			rp.reset, err = true, nil
+		}
 	}
-	if written > 0 {
-		pc.account(true, written)
-		pc.touch()
+	if rp.reset {
+		// Keep the rest: counted as the client's now, as the new
+		// server's when replayed.
+		if len(rp.buf)+len(b) > rp.max {
+			err = unix.ECONNRESET // too much to keep: fail as a reset
+		} else {
+			pc.fe.bytesIn.Add(uint64(len(b) - written))
+			pc.touch()
+			written = len(b)
+		}
 	}
 	if err != nil || written < len(b) || len(rp.buf)+written > rp.max {
 		rp.active.Store(false)
@@ -94,6 +116,21 @@ func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err e
 		rp.buf = append(rp.buf, b...)
 	}
 	return written, to, true, err
+}
+
+// sawReset is asked by the server-to-client direction when the server
+// closed before answering: it reports whether a write to the server saw a
+// reset first. If not, the server closed cleanly, and the window closes
+// (there is no reset to replay, and nobody to replay the bytes kept).
+func (rp *replay) sawReset() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.reset {
+		return true
+	}
+	rp.active.Store(false)
+	rp.buf = nil
+	return false
 }
 
 // redispatch is called by the server-to-client direction when the server
@@ -197,6 +234,7 @@ func (pc *proxyConn) replayTo(nb *sock, sv *serverRT) (swapped bool, err error) 
 	sv.track(pc)
 	sv.replayed.Add(1)
 	pc.sv = sv
+	rp.reset = false
 	rp.gen.Add(1)
 	rp.mu.Unlock()
 	oldSock.Close()

@@ -255,3 +255,58 @@ func TestReplayCloseWhileRedispatching(t *testing.T) {
 		t.Fatal("Close did not return within 2s")
 	}
 }
+
+// The client keeps writing while the first server resets: the reset is
+// often first seen by the write to the server (which clears it; the read
+// then sees a plain EOF), and the connection must still be replayed.
+func TestReplayWhileClientWrites(t *testing.T) {
+	bad := startResetter(t, false)
+	good := startBackend(t, "good")
+	good.record.Store(true)
+	s := startLB(t, replayConfig(true, 4096, bad.addr, good.addr))
+	a := addr(t, s, "web")
+	const conns = 40
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", a)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for range 60 { // a byte a millisecond, longer than the resetter waits
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+				c.Write([]byte("\n"))
+			}()
+			line, err := bufio.NewReader(c).ReadString('\n')
+			<-done
+			if err != nil || line != "good\n" {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+				t.Logf("connection %d: read %q, %v", i, line, err)
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Status().Backends[0].Servers
+	if failed != 0 {
+		t.Errorf("%d of %d connections failed, want none (replayed on the good server)", failed, conns)
+	}
+	if st[0].ResetEmpty == 0 || st[1].Replayed != st[0].ResetEmpty {
+		t.Errorf("resetBeforeReply = %d on the resetter, replayed = %d on the good server; want the same, not 0", st[0].ResetEmpty, st[1].Replayed)
+	}
+}
