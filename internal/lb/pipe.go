@@ -190,11 +190,15 @@ func (pm *pumper) preWrite() bool {
 	if rp == nil {
 		return false
 	}
+	// active first: once it is false no swap follows, so the gen read
+	// after it is final. (Read the other way round, a swap and the
+	// window's end between the two would leave dst the old socket.)
+	active := rp.active.Load()
 	if g := rp.gen.Load(); g != pm.gen {
 		pm.gen = g
 		pm.takeBackend(pm.pc.backendNow())
 	}
-	if !rp.active.Load() {
+	if !active {
 		return false
 	}
 	if pm.inPipe {
