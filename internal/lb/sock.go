@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -82,21 +83,31 @@ type rawAddr struct {
 
 func newRawAddr(ap netip.AddrPort) rawAddr {
 	var r rawAddr
-	port := ap.Port()
 	if a := ap.Addr().Unmap(); a.Is4() {
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.any))
 		sa.Family = unix.AF_INET
-		sa.Port = port<<8 | port>>8
+		putPort(&sa.Port, ap.Port())
 		sa.Addr = a.As4()
 		r.family, r.len = unix.AF_INET, unix.SizeofSockaddrInet4
 		return r
 	}
 	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&r.any))
 	sa.Family = unix.AF_INET6
-	sa.Port = port<<8 | port>>8
+	putPort(&sa.Port, ap.Port())
 	sa.Addr = ap.Addr().As16()
 	r.family, r.len = unix.AF_INET6, unix.SizeofSockaddrInet6
 	return r
+}
+
+// The kernel's sockaddr ports are in network byte order, whatever the
+// machine's: the two bytes of the field, not its integer value.
+
+func putPort(field *uint16, port uint16) {
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(field))[:], port)
+}
+
+func getPort(field *uint16) uint16 {
+	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(field))[:])
 }
 
 // rawToAddrPort decodes an address accept4 filled in.
@@ -104,10 +115,10 @@ func rawToAddrPort(r *unix.RawSockaddrAny) netip.AddrPort {
 	switch r.Addr.Family {
 	case unix.AF_INET:
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(r))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), sa.Port<<8|sa.Port>>8)
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), getPort(&sa.Port))
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(r))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), sa.Port<<8|sa.Port>>8)
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), getPort(&sa.Port))
 	}
 	return netip.AddrPort{}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,5 +116,21 @@ func TestAcceptRawAddresses(t *testing.T) {
 		}
 		c.Close()
 		l.Close()
+	}
+}
+
+// newRawAddr lays the port out in network byte order (big-endian bytes,
+// whatever the machine's), and rawToAddrPort reads it back.
+func TestRawAddrPortBytes(t *testing.T) {
+	for _, s := range []string{"10.0.2.10:4660", "[2001:db8::1]:4660", "[::ffff:10.0.0.1]:4660"} {
+		ap := netip.MustParseAddrPort(s)
+		ra := newRawAddr(ap)
+		b := (*[4]byte)(unsafe.Pointer(&ra.any))
+		if b[2] != 0x12 || b[3] != 0x34 {
+			t.Errorf("%s: port bytes %#x %#x, want 0x12 0x34 (4660 in network order)", s, b[2], b[3])
+		}
+		if got, want := rawToAddrPort(&ra.any), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()); got != want {
+			t.Errorf("rawToAddrPort(newRawAddr(%s)) = %v, want %v", s, got, want)
+		}
 	}
 }
