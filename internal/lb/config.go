@@ -555,6 +555,11 @@ func checkHostPort(s string, listen bool) error {
 	if ap.Port() == 0 && !listen {
 		return fmt.Errorf("invalid address %q: port 0", s)
 	}
+	if z := ap.Addr().Zone(); z != "" {
+		// The raw sockets (newRawAddr) set no scope id: refuse the
+		// zone rather than drop it and dial or bind without it.
+		return fmt.Errorf("invalid address %q: IPv6 zones (%%%s) are not supported: use an address that needs none (not link-local)", s, z)
+	}
 	return nil
 }
 

@@ -81,6 +81,8 @@ type rawAddr struct {
 	len    uint32
 }
 
+// newRawAddr lays ap out for the kernel. No IPv6 zone (scope id) is set:
+// configuration validation refuses addresses with one (checkHostPort).
 func newRawAddr(ap netip.AddrPort) rawAddr {
 	var r rawAddr
 	if a := ap.Addr().Unmap(); a.Is4() {
