@@ -223,7 +223,7 @@ func (s *Balancer) WriteMetrics(w io.Writer) {
 		{"lb_server_bytes_in_total", "counter", "Bytes sent to the server."},
 		{"lb_server_bytes_out_total", "counter", "Bytes received from the server."},
 		{"lb_server_connect_errors_total", "counter", "Failed connects to the server."},
-		{"lb_server_ejections_total", "counter", "Passive ejections after consecutive connect failures (or one refused connect)."},
+		{"lb_server_ejections_total", "counter", "Passive ejections after consecutive connect failures, resets before the reply with replayOnReset, or one refused connect."},
 		{"lb_server_reset_before_reply_total", "counter", "Connections the server reset before sending a byte."},
 		{"lb_server_replayed_total", "counter", "Connections moved to this server by replayOnReset after another server reset them."},
 		{"lb_server_checks_total", "counter", "Active health checks, by result."},

@@ -82,10 +82,18 @@ func (sv *serverRT) state(now int64) string {
 }
 
 // dialFailed counts a failed connect and ejects the server after enough
-// in a row. A refused connect (nothing listens: the server is down or
-// restarting) ejects it at once: the next clients need not try it.
+// failures in a row (see failed).
 func (sv *serverRT) dialFailed(s *Balancer, err error) {
 	sv.connectErrs.Add(1)
+	sv.failed(s, err)
+}
+
+// failed counts a failure toward passive ejection: a failed connect or,
+// with replayOnReset, a reset before the server's first byte (counted by
+// the caller as resetEmpty, not as a connect error). The server is ejected
+// after enough in a row; a refused connect (nothing listens: the server is
+// down or restarting) ejects it at once: the next clients need not try it.
+func (sv *serverRT) failed(s *Balancer, err error) {
 	p := sv.passive.Load()
 	n := sv.consecFails.Add(1)
 	if p == nil || p.Disable || p.Failures <= 0 {
@@ -102,7 +110,7 @@ func (sv *serverRT) dialFailed(s *Balancer, err error) {
 		return // already ejected (by a concurrent failed connect)
 	}
 	sv.ejections.Add(1)
-	s.logger().Warn("server ejected after connect failures", "backend", sv.backend, "server", sv.addr, "failures", n, "refused", refused, "for", p.EjectFor.String())
+	s.logger().Warn("server ejected after failed connections", "backend", sv.backend, "server", sv.addr, "failures", n, "refused", refused, "for", p.EjectFor.String())
 }
 
 func (sv *serverRT) dialOK() {

@@ -154,7 +154,7 @@ func (pc *proxyConn) redispatch() *sock {
 	}
 	s := pc.srv
 	old := pc.sv
-	old.dialFailed(s, unix.ECONNRESET)
+	old.failed(s, unix.ECONNRESET) // toward ejection; the caller counted the reset
 	rp.mu.Unlock()
 	rp.tried = append(rp.tried, old)
 	for len(rp.tried) < len(pc.bk.servers) {
@@ -233,6 +233,7 @@ func (pc *proxyConn) replayTo(nb *sock, sv *serverRT) (swapped bool, err error) 
 	sv.active.Add(1)
 	sv.track(pc)
 	sv.replayed.Add(1)
+	sv.bytesIn.Add(uint64(sent)) // the client's bytes: the frontend counted them
 	pc.sv = sv
 	rp.reset = false
 	rp.gen.Add(1)

@@ -121,6 +121,19 @@ func TestReplayOnReset(t *testing.T) {
 				if st[0].ResetEmpty == 0 || st[1].Replayed != st[0].ResetEmpty {
 					t.Errorf("resetBeforeReply = %d on the resetter, replayed = %d on the good server; want the same, not 0", st[0].ResetEmpty, st[1].Replayed)
 				}
+				// A reset is no connect error, and the replayed bytes
+				// count in the good server's bytes-in: it got all four
+				// clients' bytes (the accounting may trail the greeting).
+				if st[0].ConnectErrors != 0 {
+					t.Errorf("connectErrors = %d on the resetter, want 0 (resets count as resetBeforeReply only)", st[0].ConnectErrors)
+				}
+				want := uint64(4 * tt.send)
+				for end := time.Now().Add(time.Second); s.Status().Backends[0].Servers[1].BytesIn != want && time.Now().Before(end); {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if got := s.Status().Backends[0].Servers[1].BytesIn; got != want {
+					t.Errorf("bytesIn = %d on the good server, want %d (replayed bytes included)", got, want)
+				}
 				// The good server got exactly what each client sent.
 				for _, b := range good.firstBytes() {
 					if string(b) != msg(tt.send) {
