@@ -58,10 +58,12 @@ func (pc *proxyConn) backendNow() *sock {
 // usual way to the socket returned. ok is false when the window was
 // already closed (nothing written).
 //
-// A reset first seen here (ECONNRESET, or EPIPE once the other direction
-// saw it) is no error while the window is open: the bytes are kept, as
-// written, and reset is set, so the server-to-client direction, which
-// then reads a plain EOF, replays them (see sawReset).
+// A reset first seen here (ECONNRESET) is no error while the window is
+// open: the bytes are kept, as written, and reset is set, so the
+// server-to-client direction, which then reads a plain EOF, replays them
+// (see sawReset). EPIPE (the other direction met the reset first, or the
+// server closed cleanly and then reset what followed) keeps the bytes
+// too, but sets nothing: that direction decides, from what it read.
 func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err error) {
 	rp := pc.rp
 	rp.mu.Lock()
@@ -94,11 +96,12 @@ func (pc *proxyConn) replaySend(b []byte) (written int, to *sock, ok bool, err e
 			pc.account(true, written)
 			pc.touch()
 		}
-		if err == unix.ECONNRESET || err == unix.EPIPE {
-			rp.reset, err = true, nil
+		if err == unix.ECONNRESET {
+			rp.reset = true
 		}
 	}
-	if rp.reset {
+	if rp.reset || err == unix.EPIPE {
+		err = nil
 		// Keep the rest: counted as the client's now, as the new
 		// server's when replayed.
 		if len(rp.buf)+len(b) > rp.max {
