@@ -146,8 +146,9 @@ func (rp *replay) sawReset() bool {
 // client-to-server direction takes mu inside a read on the client socket,
 // and closeBoth's close of that socket waits for the read to end. The
 // kept bytes go to the new socket (nobody else sees it yet) unlocked;
-// under mu, what the client sent meanwhile is sent too, until nothing is
-// left, and only then is the socket swapped in.
+// then mu is taken to look for bytes the client sent meanwhile, which are
+// sent unlocked too, until mu finds nothing left: only then, still under
+// mu, is the socket swapped in.
 func (pc *proxyConn) redispatch() *sock {
 	rp := pc.rp
 	rp.mu.Lock()
