@@ -488,7 +488,7 @@ best() { # best max|min V1 V2 ...
 	echo
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), the run took ${ELAPSED}s"
 	echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-	echo "- load average (1, 5, 15 min): $LOAD_START at start, $LOAD_END at end. The machine is shared (other helpers' builds and tests ran meanwhile); runs are interleaved (direct, HAProxy, homelab, direct, ...) so that noise hits every target alike, and benchmark processes run at \`nice -n $NICE\`."
+	echo "- load average (1, 5, 15 min): $LOAD_START at start, $LOAD_END at end. The load average includes the benchmark's own processes (the machine may also be shared); runs are interleaved (direct, HAProxy, homelab, direct, ...) so that noise hits every target alike, and benchmark processes run at \`nice -n $NICE\`."
 	echo "- versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(iperf3 -v | head -1 | cut -d' ' -f1-2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3), homelab $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- internal/lb cmd/homelab-lb || echo ' (with uncommitted changes in internal/lb)')"
 	echo "- pinning: client and backends on CPU $CLIENT_CPU, the proxy on CPU $PROXY_CPU (\`taskset\`); HAProxy \`nbthread 1\`, \`mode tcp\`, \`tune.pipesize 262144\` (as ours); homelab-lb \`GOMAXPROCS=1\`."
 	echo "- runs: $RUNS per target for (a) and (b), $LONG_RUNS for (c), (d), (e); cells are \`median (min–max)\`."
