@@ -242,6 +242,25 @@ func closedAddr(t *testing.T) string {
 	return a
 }
 
+// plainConfig is the smallest useful config: frontend web on a loopback
+// port in front of backend app, round robin over bs, every other setting
+// at its default.
+const plainConfig = `
+frontends:
+  - name: web
+    listen: ["127.0.0.1:0"]
+    backend: app
+backends:
+  - name: app
+    servers:
+%s`
+
+// startPlainLB runs plainConfig over bs.
+func startPlainLB(t *testing.T, bs ...*backend) *Balancer {
+	t.Helper()
+	return startLB(t, fmt.Sprintf(plainConfig, servers(bs...)))
+}
+
 func servers(bs ...*backend) string {
 	var b strings.Builder
 	for _, x := range bs {

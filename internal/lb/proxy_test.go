@@ -72,15 +72,7 @@ backends:
 
 func TestIdleConnectionHoldsNoPipe(t *testing.T) {
 	b := startBackend(t, "a")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(b)))
+	s := startPlainLB(t, b)
 	var cs []*client
 	for range 20 {
 		c := dial(t, addr(t, s, "web"))
@@ -280,15 +272,7 @@ backends:
 
 func TestManyConcurrentConnections(t *testing.T) {
 	a, b := startBackend(t, "a"), startBackend(t, "b")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(a, b)))
+	s := startPlainLB(t, a, b)
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for i := range 50 {

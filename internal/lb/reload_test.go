@@ -34,15 +34,7 @@ backends:
 
 func TestReloadKeepsConnectionsAndListeners(t *testing.T) {
 	old, nw := startBackend(t, "old"), startBackend(t, "new")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(old)))
+	s := startPlainLB(t, old)
 	a := addr(t, s, "web")
 	inflight := dial(t, a)
 	if got := inflight.hello(t); got != "old" {
@@ -152,15 +144,7 @@ backends:
 
 func TestReloadRejectsBadConfig(t *testing.T) {
 	b := startBackend(t, "a")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(b)))
+	s := startPlainLB(t, b)
 	a := addr(t, s, "web")
 
 	bad := oneBackendConfig(t, a, "1s", b)

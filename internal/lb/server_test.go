@@ -77,15 +77,7 @@ backends:
 
 func TestShutdownLetsConnectionsFinish(t *testing.T) {
 	b := startBackend(t, "a")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(b)))
+	s := startPlainLB(t, b)
 	a := addr(t, s, "web")
 	c := dial(t, a)
 	c.hello(t)
@@ -121,15 +113,7 @@ backends:
 
 func TestShutdownGraceExpires(t *testing.T) {
 	b := startBackend(t, "a")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(b)))
+	s := startPlainLB(t, b)
 	c := dial(t, addr(t, s, "web"))
 	c.hello(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)

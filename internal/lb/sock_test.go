@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -15,15 +14,7 @@ import (
 // set at dial, the client's is inherited from the listening socket.
 func TestProxiedSocketsNoDelay(t *testing.T) {
 	b := startBackend(t, "a")
-	s := startLB(t, fmt.Sprintf(`
-frontends:
-  - name: web
-    listen: ["127.0.0.1:0"]
-    backend: app
-backends:
-  - name: app
-    servers:
-%s`, servers(b)))
+	s := startPlainLB(t, b)
 	c := dial(t, addr(t, s, "web"))
 	c.hello(t)
 	var pc *proxyConn
